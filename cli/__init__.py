@@ -1,0 +1,1 @@
+"""gradscope's command line: a thin click layer over the library."""

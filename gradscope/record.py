@@ -1,0 +1,277 @@
+"""`RunRecord`: what one watched training run produced, as plain dataclasses and JSON.
+
+Statistics are stored column-wise: for every layer (or parameter) and statistic, one list
+with a value per recorded step, `None` where there was nothing to measure (no gradient,
+a skipped step, a module that did not run). `series()` is then a lookup, and the JSON file
+stays small and diffable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from .errors import RecordFormatError, UnknownSeriesError
+from .statdefs import STAT_NAMES
+
+SCHEMA_VERSION = 1
+
+Value = Optional[float]
+
+
+@dataclass
+class ModuleInfo:
+    """One watched module, in forward (execution) order."""
+
+    name: str  # qualified name in the unwrapped model ("" is the root)
+    type: str  # class name, e.g. "Linear"
+    num_params: int  # parameters the module owns directly (not its children's)
+    params: list[str] = field(default_factory=list)  # qualified names of those parameters
+    trainable_params: int = 0  # of num_params, those with requires_grad
+    activation: Optional[str] = None  # "sigmoid", "tanh", "relu", ... for activation modules
+    is_leaf: bool = True
+    executed: bool = True  # False: owns parameters but never ran a training forward
+
+
+@dataclass
+class RunMeta:
+    model_class: str = ""
+    num_params: int = 0
+    trainable_params: int = 0
+    grad_source: str = "optimizer"  # "optimizer": read at optimizer.step; "backward": after each backward
+    optimizer: Optional[str] = None
+    every: int = 1
+    gradscope_version: str = ""
+    torch_version: str = ""
+    python_version: str = ""
+    created: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # how the run was made (CLI options, sweep config)
+    notes: list[str] = field(default_factory=list)  # e.g. statistics that were unavailable and why
+
+
+@dataclass
+class HookError:
+    """An exception raised inside one of gradscope's own hooks. Training went on regardless."""
+
+    where: str  # "forward:features.3", "optimizer-step", ...
+    error: str  # "ValueError: ..."
+    count: int = 1
+    first_step: int = 0
+
+
+@dataclass
+class RunRecord:
+    meta: RunMeta = field(default_factory=RunMeta)
+    modules: list[ModuleInfo] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)  # the recorded step indices
+    skipped_steps: list[int] = field(default_factory=list)  # steps GradScaler skipped (non-finite grads)
+    layer_stats: dict[str, dict[str, list[Value]]] = field(default_factory=dict)
+    param_stats: dict[str, dict[str, list[Value]]] = field(default_factory=dict)
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # run.log(...): (step, value)
+    hook_errors: list[HookError] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    # ---- reading ----------------------------------------------------------------------
+    @property
+    def layers(self) -> list[str]:
+        """Qualified module names in forward (execution) order."""
+        return [m.name for m in self.modules]
+
+    def module(self, name: str) -> ModuleInfo:
+        for info in self.modules:
+            if info.name == name:
+                return info
+        raise UnknownSeriesError(f"No module named {name!r} in this record. Known modules: {_preview(self.layers)}.")
+
+    def series(self, stat: str, name: str) -> list[Value]:
+        """One value per recorded step of `stat` for a module or a parameter (qualified name)."""
+        if stat not in STAT_NAMES:
+            raise UnknownSeriesError(f"Unknown statistic {stat!r}. Known statistics: {', '.join(STAT_NAMES)}.")
+        table = self.layer_stats.get(name)
+        if table is None:
+            table = self.param_stats.get(name)
+        if table is None:
+            raise UnknownSeriesError(
+                f"No layer or parameter named {name!r} in this record. "
+                f"Layers: {_preview(self.layers)}; parameters: {_preview(list(self.param_stats))}."
+            )
+        values = table.get(stat)
+        return list(values) if values is not None else [None] * len(self.steps)
+
+    def last(self, stat: str, name: str) -> Value:
+        """The value at the last recorded step that has one, or None."""
+        for value in reversed(self.series(stat, name)):
+            if value is not None:
+                return value
+        return None
+
+    def scalar_series(self, name: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of a scalar logged with `run.log(name=...)`."""
+        if name not in self.scalars:
+            known = ", ".join(sorted(self.scalars)) or "none were logged"
+            raise UnknownSeriesError(f"No scalar {name!r} was logged. Logged scalars: {known}.")
+        pairs = self.scalars[name]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+    # ---- writing ------------------------------------------------------------------------
+    def append_step(
+        self,
+        step: int,
+        layer_values: dict[str, dict[str, Value]],
+        param_values: dict[str, dict[str, Value]],
+        skipped: bool = False,
+    ) -> None:
+        """Add one recorded step; names or statistics missing from the dicts read as None."""
+        index = len(self.steps)
+        self.steps.append(step)
+        if skipped:
+            self.skipped_steps.append(step)
+        _append_column(self.layer_stats, layer_values, index)
+        _append_column(self.param_stats, param_values, index)
+
+    def log_scalar(self, step: int, name: str, value: float) -> None:
+        pairs = self.scalars.setdefault(name, [])
+        if pairs and pairs[-1][0] == step:
+            pairs[-1] = (step, value)  # logged twice for one step (micro-batches): the last value wins
+        else:
+            pairs.append((step, value))
+
+    # ---- JSON ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["scalars"] = {k: [[s, v] for s, v in pairs] for k, pairs in self.scalars.items()}
+        return _encode_floats(data)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "the run data") -> "RunRecord":
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise RecordFormatError(
+                f"{source} is not a gradscope run record (no 'schema_version' at the top level). "
+                "Pass a file written by `RunRecord.save` or `gradscope analyze --json`."
+            )
+        version = data["schema_version"]
+        if version != SCHEMA_VERSION:
+            raise RecordFormatError(
+                f"{source} uses run-record schema version {version!r}, but this gradscope reads version "
+                f"{SCHEMA_VERSION}. Re-create the run with this version of gradscope, or install the gradscope "
+                "version that wrote it."
+            )
+        try:
+            record = cls(
+                meta=RunMeta(**data["meta"]),
+                modules=[ModuleInfo(**m) for m in data["modules"]],
+                steps=[int(s) for s in data["steps"]],
+                skipped_steps=[int(s) for s in data["skipped_steps"]],
+                layer_stats=_decode_floats(data["layer_stats"]),
+                param_stats=_decode_floats(data["param_stats"]),
+                scalars={k: [(int(s), _decode_floats(v)) for s, v in pairs] for k, pairs in data["scalars"].items()},
+                hook_errors=[HookError(**e) for e in data["hook_errors"]],
+                schema_version=version,
+            )
+            record._validate()
+        except RecordFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RecordFormatError(
+                f"{source} looks like a gradscope run record but its contents are damaged "
+                f"({type(exc).__name__}: {exc}). Re-create it with `gradscope analyze --json` or `RunRecord.save`."
+            ) from None
+        return record
+
+    def _validate(self) -> None:
+        n = len(self.steps)
+        for table in (self.layer_stats, self.param_stats):
+            for name, stats in table.items():
+                for stat, values in stats.items():
+                    if not isinstance(values, list) or len(values) != n:
+                        raise ValueError(f"series {stat!r} of {name!r} has the wrong length")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record as JSON atomically: a failure leaves no half-written file."""
+        path = Path(path)
+        write_atomic(path, self.to_json().encode("utf-8"))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "RunRecord":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RecordFormatError(f"Run file {str(path)!r} does not exist. Check the path.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordFormatError(f"Cannot read run file {str(path)!r}: {exc}.") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecordFormatError(
+                f"Run file {str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                "it may be truncated or not a gradscope run. Re-create it with `gradscope analyze --json`."
+            ) from None
+        return cls.from_dict(data, source=f"Run file {str(path)!r}")
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _append_column(table: dict[str, dict[str, list[Value]]], values: dict[str, dict[str, Value]], index: int) -> None:
+    for name, stats in values.items():
+        columns = table.setdefault(name, {})
+        for stat in stats:
+            columns.setdefault(stat, [None] * index)
+    for name, columns in table.items():
+        row = values.get(name, {})
+        for stat, column in columns.items():
+            column.append(row.get(stat))
+
+
+def _preview(names: Iterable[str], limit: int = 8) -> str:
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") if names else "none"
+
+
+# JSON has no NaN/Inf; a NaN gradient norm is a finding, so keep it as a string.
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _encode_floats(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _encode_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode_floats(v) for v in obj]
+    return obj
+
+
+def _decode_floats(obj: Any) -> Any:
+    """Undo `_encode_floats` inside statistic values only (a module may well be called "inf")."""
+    if isinstance(obj, str) and obj in _NONFINITE:
+        return _NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: _decode_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_floats(v) for v in obj]
+    return obj

@@ -1,0 +1,1 @@
+"""Renderers of a RunRecord and its Diagnosis: text (tabulate), PNG (matplotlib), HTML."""

@@ -1,0 +1,86 @@
+"""The statistics gradscope records: names, exact definitions and units.
+
+This table is the single source of truth for what a statistic means. The README, the HTML
+report's glossary and `RunRecord.series` error messages all read it, so a definition is
+written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Thresholds of the flat ("saturated") region of bounded activations, on the output value.
+# In these regions the local derivative is below about 1/100 of its maximum, so the chain
+# rule multiplies the backward signal by almost nothing.
+SATURATION_THRESHOLDS: dict[str, str] = {
+    "sigmoid": "output < 0.01 or > 0.99 (sigma' < 0.0099, at most 1/4 elsewhere)",
+    "tanh": "|output| > 0.99 (tanh' < 0.02)",
+    "hardtanh": "output <= min_val or >= max_val (derivative exactly 0)",
+    "hardsigmoid": "output <= 0 or >= 1 (derivative exactly 0)",
+    "softsign": "|output| > 0.9 (softsign' < 0.01)",
+}
+
+
+@dataclass(frozen=True)
+class StatDef:
+    name: str
+    source: str  # "gradient" | "weight" | "update" | "activation" | "backprop"
+    definition: str
+    per_param: bool = False  # also recorded per parameter (qualified parameter name)
+
+
+STATS: tuple[StatDef, ...] = (
+    StatDef("grad_norm", "gradient", "L2 norm of the gradient, ||g||_2, over weight and bias together.", True),
+    StatDef("grad_rms", "gradient", "Root mean square of the gradient, ||g||_2 / sqrt(numel).", True),
+    StatDef("grad_mean_abs", "gradient", "Mean absolute gradient, sum|g| / numel.", True),
+    StatDef("grad_max", "gradient", "Largest absolute gradient entry, max|g|.", True),
+    StatDef(
+        "grad_nonfinite",
+        "gradient",
+        "Number of NaN/Inf gradient entries (counted exactly, but only on steps where the norm is not finite).",
+        True,
+    ),
+    StatDef("grad_zero_frac", "gradient", "Fraction of gradient entries that are exactly 0.", True),
+    StatDef("weight_norm", "weight", "L2 norm of the parameters before the optimizer step, ||w||_2.", True),
+    StatDef(
+        "update_ratio",
+        "update",
+        "||w_after - w_before||_2 / ||w_before||_2 across the optimizer step (needs the optimizer).",
+        True,
+    ),
+    StatDef("act_sparsity", "activation", "Fraction of output entries that are exactly 0."),
+    StatDef("act_mean", "activation", "Mean of the output entries."),
+    StatDef("act_std", "activation", "Standard deviation of the output entries (population, over the window)."),
+    StatDef(
+        "act_dead_frac",
+        "activation",
+        "Fraction of units (last dim of a Linear-like output, channel dim 1 of a conv-like output) that were 0 "
+        "for every sample of every training batch since the previous recorded step.",
+    ),
+    StatDef(
+        "act_saturation",
+        "activation",
+        "Fraction of outputs of a Sigmoid/Tanh/Hardtanh/Hardsigmoid/Softsign module in its flat region "
+        "(thresholds in gradscope.statdefs.SATURATION_THRESHOLDS); None for other modules.",
+    ),
+    StatDef("act_nonfinite", "activation", "Number of training forward calls whose output held NaN or Inf."),
+    StatDef("act_calls", "activation", "Training forward calls of the module in the window (reused modules count each call)."),
+    StatDef("act_batch", "activation", "Mean size of the output's first dimension (the batch) per call."),
+    StatDef(
+        "act_eval_calls",
+        "activation",
+        "Forward calls with gradients enabled while this module was in eval mode (e.g. a frozen BatchNorm).",
+    ),
+    StatDef(
+        "backprop_norm",
+        "backprop",
+        "L2 norm of dLoss/d(output of the module): the signal the chain rule carries backwards. "
+        "Several calls or micro-batches in one step add in quadrature; averaged over the steps of the window.",
+    ),
+)
+
+STAT_NAMES: tuple[str, ...] = tuple(s.name for s in STATS)
+PARAM_STAT_NAMES: tuple[str, ...] = tuple(s.name for s in STATS if s.per_param)
+GRADIENT_STAT_NAMES: tuple[str, ...] = tuple(s.name for s in STATS if s.source in ("gradient", "weight", "update"))
+ACTIVATION_STAT_NAMES: tuple[str, ...] = tuple(s.name for s in STATS if s.source == "activation")
+STATS_BY_NAME: dict[str, StatDef] = {s.name: s for s in STATS}
