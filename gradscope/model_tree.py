@@ -1,0 +1,178 @@
+"""What to watch in a model: unwrapping, module selection, activation kinds, unit layout.
+
+Pure inspection of the module tree; nothing here registers hooks or computes statistics.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+# isinstance order matters: ReLU6 is a Hardtanh, so the more specific classes come first.
+_ACTIVATION_CLASSES: tuple[tuple[type, str], ...] = (
+    (nn.ReLU6, "relu6"),
+    (nn.ReLU, "relu"),
+    (nn.LeakyReLU, "leaky_relu"),
+    (nn.PReLU, "prelu"),
+    (nn.RReLU, "rrelu"),
+    (nn.ELU, "elu"),
+    (nn.SELU, "selu"),
+    (nn.CELU, "celu"),
+    (nn.GELU, "gelu"),
+    (nn.SiLU, "silu"),
+    (nn.Mish, "mish"),
+    (nn.Hardswish, "hardswish"),
+    (nn.Softplus, "softplus"),
+    (nn.Sigmoid, "sigmoid"),
+    (nn.Tanh, "tanh"),
+    (nn.Hardtanh, "hardtanh"),
+    (nn.Hardsigmoid, "hardsigmoid"),
+    (nn.Softsign, "softsign"),
+)
+
+# Activations whose output is exactly 0 over half their domain: the ones that can "die".
+RELU_FAMILY = frozenset({"relu", "relu6", "hardswish"})
+SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign"})
+
+# Modules whose output keeps the unit (channel) axis at dim 1: (N, C, *spatial).
+_CHANNELS_FIRST: tuple[type, ...] = (
+    nn.modules.conv._ConvNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.GroupNorm,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+)
+# Modules whose units are the last axis: (..., features).
+_CHANNELS_LAST: tuple[type, ...] = (nn.Linear, nn.Bilinear, nn.LayerNorm, nn.Embedding, nn.MultiheadAttention)
+if hasattr(nn, "RMSNorm"):
+    _CHANNELS_LAST = _CHANNELS_LAST + (nn.RMSNorm,)
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's own model inside DDP/DataParallel/FSDP1 and torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if isinstance(inner, nn.Module):
+            model = inner
+            continue
+        if type(model).__name__ in {"DistributedDataParallel", "DataParallel", "FullyShardedDataParallel"}:
+            inner = getattr(model, "module", None)
+            if isinstance(inner, nn.Module):
+                model = inner
+                continue
+        return model
+
+
+def activation_kind(module: nn.Module) -> Optional[str]:
+    for cls, kind in _ACTIVATION_CLASSES:
+        if isinstance(module, cls):
+            return kind
+    # Custom activation modules (e.g. transformers' GELUActivation) are recognised by name.
+    name = type(module).__name__.lower()
+    for kind in ("gelu", "silu", "sigmoid", "tanh", "relu"):
+        if name.endswith(kind) or name.startswith(kind) or name == f"{kind}activation":
+            return kind
+    return None
+
+
+def unit_layout(module: nn.Module) -> Optional[str]:
+    """'first' (units on dim 1), 'last' (units on the last dim), or None: follow the previous module."""
+    if isinstance(module, _CHANNELS_FIRST):
+        return "first"
+    if isinstance(module, _CHANNELS_LAST):
+        return "last"
+    return None
+
+
+def saturation_counter(module: nn.Module, kind: Optional[str]) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """A function counting the outputs in the flat region (see statdefs.SATURATION_THRESHOLDS)."""
+    if kind == "sigmoid":
+        return lambda y: torch.count_nonzero((y - 0.5).abs_() > 0.49)
+    if kind == "tanh":
+        return lambda y: torch.count_nonzero(y.abs() > 0.99)
+    if kind == "softsign":
+        return lambda y: torch.count_nonzero(y.abs() > 0.9)
+    if kind == "hardsigmoid":
+        return lambda y: torch.count_nonzero((y <= 0) | (y >= 1))
+    if kind == "hardtanh":
+        low, high = float(module.min_val), float(module.max_val)
+        return lambda y: torch.count_nonzero((y <= low) | (y >= high))
+    return None
+
+
+@dataclass
+class WatchedModule:
+    """How one module of the user's model is watched."""
+
+    name: str
+    module: nn.Module
+    activation: Optional[str]
+    layout: Optional[str]
+    params: list[tuple[str, nn.Parameter]]  # owned directly, qualified names
+    watch_output: bool  # activation / backprop statistics
+    is_leaf: bool
+
+
+def select_modules(
+    model: nn.Module,
+    include: Optional[str | Iterable[str]] = None,
+    exclude: Optional[str | Iterable[str]] = None,
+) -> list[WatchedModule]:
+    """Modules that own parameters directly, plus leaf modules (their outputs are activations).
+
+    Plain containers (Sequential, ModuleList, ModuleDict) are skipped: their output is their
+    last child's. `include`/`exclude` are regexes searched in the qualified module name.
+    """
+    includes = _compile(include)
+    excludes = _compile(exclude)
+    seen_params: set[int] = set()
+    watched = []
+    for name, module in model.named_modules():
+        if includes and not any(p.search(name) for p in includes):
+            continue
+        if any(p.search(name) for p in excludes):
+            continue
+        is_leaf = next(iter(module.children()), None) is None
+        params = []
+        for pname, param in module.named_parameters(recurse=False):
+            if id(param) in seen_params:  # tied weights are reported once, by their first owner
+                continue
+            seen_params.add(id(param))
+            params.append((f"{name}.{pname}" if name else pname, param))
+        if not params and (not is_leaf or isinstance(module, _CONTAINERS)):
+            continue
+        if not params and module is model and not is_leaf:
+            continue
+        kind = activation_kind(module)
+        watched.append(
+            WatchedModule(
+                name=name,
+                module=module,
+                activation=kind,
+                layout=unit_layout(module),
+                params=params,
+                watch_output=is_leaf or bool(params),
+                is_leaf=is_leaf,
+            )
+        )
+    return watched
+
+
+def _compile(patterns: Optional[str | Iterable[str]]) -> list[re.Pattern[str]]:
+    if patterns is None:
+        return []
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    return [re.compile(p) for p in patterns]
