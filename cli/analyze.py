@@ -1,0 +1,109 @@
+"""`gradscope analyze MODEL.py`: train a model file for a few steps with gradscope attached."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Optional
+
+import click
+
+import gradscope
+from gradscope.analyze import OPTIMIZERS, AnalyzeConfig, analyze_file
+from gradscope.batches import parse_input_shape
+from gradscope.outputs import OutputPaths
+
+from .common import (
+    config_option,
+    debug_option,
+    exit_code_for,
+    fail_on_option,
+    output_options,
+    run_guarded,
+    stderr_is_terminal,
+    write_outputs,
+)
+
+_DEFAULTS = AnalyzeConfig()
+_positive = click.IntRange(min=1)
+
+
+@click.command("analyze")
+@click.argument("model_file", metavar="MODEL.py")
+@click.option("--steps", type=_positive, default=_DEFAULTS.steps, show_default=True, help="Training steps to run.")
+@click.option("--batch-size", type=_positive, default=_DEFAULTS.batch_size, show_default=True, help="Batch size for synthesized data and make_batch.")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: make_optimizer's, else 0.01 for sgd, 1e-3 for adam].")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer [default: the file's make_optimizer, else sgd with momentum 0.9].")
+@click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS.seed, show_default=True, help="Seed for torch, random, numpy and the synthesized data.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=_DEFAULTS.device, show_default=True)
+@click.option("--every", type=_positive, default=_DEFAULTS.every, show_default=True, help="Record (and evaluate val_data) every Nth step.")
+@click.option("--input-shape", metavar="SHAPE", default=None, help="One input sample's shape without the batch dimension, e.g. 3x32x32.")
+@config_option
+@output_options
+@fail_on_option("error")
+@click.option("--quiet", is_flag=True, help="Print nothing (no table, no progress bar); errors still go to stderr.")
+@debug_option
+def analyze_command(
+    model_file: str,
+    steps: int,
+    batch_size: int,
+    lr: Optional[float],
+    optimizer: Optional[str],
+    seed: int,
+    device: str,
+    every: int,
+    input_shape: Optional[str],
+    config_path: Optional[str],
+    json_path: Optional[str],
+    html_path: Optional[str],
+    png_dir: Optional[str],
+    fail_on: str,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Train MODEL.py for a few steps with gradscope attached; print per-layer statistics and findings.
+
+    MODEL.py defines build_model() (or a module-level `model`) and optionally make_batch(batch_size),
+    train_data()/val_data(), loss_fn(outputs, targets) and make_optimizer(parameters). It is executed
+    as `python MODEL.py` would execute it, except that `if __name__ == "__main__":` blocks do not run.
+
+    Exit status: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a user error.
+    """
+
+    def body() -> int:
+        from gradscope.report.text import render_text  # the text renderer pulls in tabulate only when needed
+
+        config = AnalyzeConfig(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            seed=seed,
+            device=device,
+            every=every,
+            input_shape=parse_input_shape(input_shape),
+            config_path=config_path,
+        )
+        config.validate()
+        thresholds = gradscope.load_config(config_path)  # a bad YAML fails now, not after training
+        outputs = OutputPaths.from_options(json_path, html_path, png_dir)
+        outputs.check_writable()
+        with _progress(steps, enabled=not quiet and stderr_is_terminal()) as advance:
+            record = analyze_file(model_file, config, progress=advance)
+        diagnosis = gradscope.diagnose(record, thresholds)
+        report = render_text(record, diagnosis)  # rendered before any file is written
+        write_outputs(outputs, record, diagnosis, title=f"gradscope: {Path(model_file).name}", quiet=quiet)
+        if not quiet:
+            click.echo(report.rstrip("\n"))
+        return exit_code_for(diagnosis, fail_on)
+
+    run_guarded(debug, body)
+
+
+@contextlib.contextmanager
+def _progress(steps: int, enabled: bool):
+    if not enabled:
+        yield None
+        return
+    with click.progressbar(length=steps, label="Training", file=click.get_text_stream("stderr")) as bar:
+        yield bar.update

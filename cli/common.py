@@ -1,0 +1,126 @@
+"""What every gradscope command shares: error handling, exit codes, output options.
+
+Exit codes (documented in the README):
+  0  the command ran and found nothing at or above --fail-on
+  1  findings at or above --fail-on
+  2  a user error: a bad model file, option, config or path (one paragraph on stderr, no traceback)
+  3  a bug in gradscope itself (the traceback is printed; please report it)
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Callable, Optional
+
+import click
+
+from gradscope.diagnose import Diagnosis
+from gradscope.diagnose.finding import severity_rank
+from gradscope.errors import GradscopeError
+from gradscope.outputs import OutputPaths, display_path, write_rendered
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2, 3
+FAIL_ON_CHOICES = ("info", "warning", "error", "never")
+
+
+def run_guarded(debug: bool, body: Callable[[], int]) -> None:
+    """Run a command's body and turn its outcome into an exit code.
+
+    A `GradscopeError` is the user's to fix: its message alone (one paragraph) goes to stderr.
+    `--debug` adds the full traceback, including the user's own exception it was raised from.
+    """
+    try:
+        code = body()
+    except GradscopeError as exc:
+        if debug:
+            click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+        click.echo(f"Error: {exc}", err=True)
+        raise click.exceptions.Exit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt:
+        click.echo("Interrupted; no output files were written.", err=True)
+        raise click.exceptions.Exit(130) from None
+    except (click.exceptions.Exit, click.ClickException):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: say so, show everything
+        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+        click.echo(
+            "gradscope hit an internal error (the traceback above). This is a bug in gradscope, not in your "
+            "model; please report it with the command you ran.",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_INTERNAL_ERROR) from None
+    raise click.exceptions.Exit(code)
+
+
+def exit_code_for(diagnosis: Diagnosis, fail_on: str) -> int:
+    if fail_on == "never":
+        return EXIT_OK
+    return EXIT_FINDINGS if diagnosis.at_least(fail_on) else EXIT_OK
+
+
+def findings_at_or_above(findings, fail_on: str) -> bool:
+    if fail_on == "never":
+        return False
+    rank = severity_rank(fail_on)
+    return any(severity_rank(f.severity) >= rank for f in findings)
+
+
+def output_options(command: Callable) -> Callable:
+    """--json / --html / --png, shared by `analyze` and `report`."""
+    command = click.option(
+        "--png", "png_dir", metavar="DIR", help="Write one PNG per figure into DIR (created if missing)."
+    )(command)
+    command = click.option("--html", "html_path", metavar="PATH", help="Write a self-contained HTML report.")(command)
+    command = click.option(
+        "--json",
+        "json_path",
+        metavar="PATH",
+        help="Write the run record (and its findings) as JSON, for `gradscope report` and `gradscope compare`.",
+    )(command)
+    return command
+
+
+def fail_on_option(default: str) -> Callable:
+    return click.option(
+        "--fail-on",
+        type=click.Choice(FAIL_ON_CHOICES),
+        default=default,
+        show_default=True,
+        help="Exit with status 1 when a finding has at least this severity.",
+    )
+
+
+def config_option(command: Callable) -> Callable:
+    return click.option(
+        "--config",
+        "config_path",
+        metavar="FILE.yaml",
+        help="Diagnosis thresholds overriding the defaults (YAML; unknown keys are an error).",
+    )(command)
+
+
+def debug_option(command: Callable) -> Callable:
+    return click.option("--debug", is_flag=True, help="On an error, show the full traceback.")(command)
+
+
+def write_outputs(outputs: OutputPaths, record, diagnosis, title: Optional[str], quiet: bool) -> None:
+    """Render everything to memory first, then write; say what was written on stderr."""
+    if not outputs.requested():
+        return
+    written = write_rendered(outputs.render(record, diagnosis, title=title))
+    if quiet:
+        return
+    pngs = [p for p in written if p.suffix == ".png" and outputs.png_dir is not None and p.parent == outputs.png_dir]
+    for path in written:
+        if path not in pngs:
+            click.echo(f"Wrote {display_path(path)}", err=True)
+    if outputs.png_dir is not None:
+        click.echo(f"Wrote {len(pngs)} PNG figure(s) to {display_path(outputs.png_dir)}", err=True)
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,52 @@
+"""`gradscope report RUN.json`: render a saved run again, without re-running the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+import gradscope
+from gradscope.outputs import OutputPaths
+
+from .common import config_option, debug_option, exit_code_for, fail_on_option, output_options, run_guarded, write_outputs
+
+
+@click.command("report")
+@click.argument("run_file", metavar="RUN.json")
+@config_option
+@output_options
+@fail_on_option("never")
+@click.option("--quiet", is_flag=True, help="Do not print the table and findings.")
+@debug_option
+def report_command(
+    run_file: str,
+    config_path: Optional[str],
+    json_path: Optional[str],
+    html_path: Optional[str],
+    png_dir: Optional[str],
+    fail_on: str,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Render a run saved with `gradscope analyze --json` (or RunRecord.save): text, JSON, HTML, PNG.
+
+    Findings are computed afresh from the saved statistics, so --config can change them.
+    """
+
+    def body() -> int:
+        from gradscope.report.text import render_text  # the text renderer pulls in tabulate only when needed
+
+        thresholds = gradscope.load_config(config_path)
+        outputs = OutputPaths.from_options(json_path, html_path, png_dir)
+        outputs.check_writable()
+        record = gradscope.RunRecord.load(run_file)
+        diagnosis = gradscope.diagnose(record, thresholds)
+        report = render_text(record, diagnosis)
+        write_outputs(outputs, record, diagnosis, title=f"gradscope: {Path(run_file).name}", quiet=quiet)
+        if not quiet:
+            click.echo(report.rstrip("\n"))
+        return exit_code_for(diagnosis, fail_on)
+
+    run_guarded(debug, body)

@@ -1,0 +1,147 @@
+"""Two runs side by side: per-layer statistics and which findings were fixed or introduced.
+
+The typical pair is "before and after a fix" (sigmoid -> ReLU + BatchNorm), where the layer
+lists differ: adding BatchNorm to an `nn.Sequential` shifts every index after it. Layers are
+therefore aligned by their type sequence (difflib), so `Linear` rows face `Linear` rows and a
+layer present in only one run gets a row of its own, instead of pairing `net.2` (Sigmoid) with
+`net.2` (BatchNorm1d) because they share a name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from tabulate import tabulate
+
+from .diagnose import Diagnosis, Finding
+from .record import ModuleInfo, RunRecord
+
+# (statistic, column heading, format): the four numbers that show gradient flow at a glance.
+COMPARED_STATS: tuple[tuple[str, str, str], ...] = (
+    ("grad_rms", "grad RMS", "sci"),
+    ("backprop_norm", "backprop signal", "sci"),
+    ("act_dead_frac", "dead", "pct"),
+    ("act_saturation", "saturation", "pct"),
+)
+
+
+@dataclass
+class LayerRow:
+    a: Optional[ModuleInfo]
+    b: Optional[ModuleInfo]
+    values: dict[str, tuple[Optional[float], Optional[float]]]  # stat -> (value in A, value in B), last recorded
+
+
+@dataclass
+class Comparison:
+    label_a: str
+    label_b: str
+    rows: list[LayerRow]
+    fixed: list[Finding] = field(default_factory=list)  # in A, not in B (by code)
+    introduced: list[Finding] = field(default_factory=list)  # in B, not in A
+    remaining: list[Finding] = field(default_factory=list)  # in both (B's finding)
+
+
+def compare_runs(
+    a: RunRecord, b: RunRecord, diagnosis_a: Diagnosis, diagnosis_b: Diagnosis, label_a: str = "A", label_b: str = "B"
+) -> Comparison:
+    rows = [
+        LayerRow(ma, mb, {stat: (_value(a, ma, stat), _value(b, mb, stat)) for stat, _, _ in COMPARED_STATS})
+        for ma, mb in align_layers(a.modules, b.modules)
+    ]
+    codes_a, codes_b = set(diagnosis_a.codes()), set(diagnosis_b.codes())
+    return Comparison(
+        label_a=label_a,
+        label_b=label_b,
+        rows=rows,
+        fixed=_first_per_code(f for f in diagnosis_a if f.code not in codes_b),
+        introduced=_first_per_code(f for f in diagnosis_b if f.code not in codes_a),
+        remaining=_first_per_code(f for f in diagnosis_b if f.code in codes_a),
+    )
+
+
+def align_layers(
+    a: list[ModuleInfo], b: list[ModuleInfo]
+) -> list[tuple[Optional[ModuleInfo], Optional[ModuleInfo]]]:
+    """Pairs in forward order; identical architectures pair by name, others by type sequence."""
+    if [m.name for m in a] == [m.name for m in b] and [m.type for m in a] == [m.type for m in b]:
+        return list(zip(a, b))
+    pairs: list[tuple[Optional[ModuleInfo], Optional[ModuleInfo]]] = []
+    matcher = difflib.SequenceMatcher(a=[m.type for m in a], b=[m.type for m in b], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            pairs.extend(zip(a[i1:i2], b[j1:j2]))
+        else:  # different types never share a row
+            pairs.extend((m, None) for m in a[i1:i2])
+            pairs.extend((None, m) for m in b[j1:j2])
+    return pairs
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """The comparison as plain text (a table, then the finding changes), readable at 100 columns."""
+    a, b = comparison.label_a, comparison.label_b
+    headers = [f"layer in {a}", f"layer in {b}"] + [f"{title}\n{a} -> {b}" for _, title, _ in COMPARED_STATS]
+    table = []
+    for row in comparison.rows:
+        cells = [_layer_cell(row.a), _layer_cell(row.b)]
+        for stat, _, style in COMPARED_STATS:
+            va, vb = row.values[stat]
+            cells.append("" if va is None and vb is None else f"{_fmt(va, style)} -> {_fmt(vb, style)}")
+        table.append(cells)
+    lines = [
+        f"Comparing {a} and {b} (last recorded step of each; '-' = not measured for that layer)",
+        "",
+        tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True),
+        "",
+    ]
+    lines += _finding_section(f"Fixed (found in {a}, not in {b})", comparison.fixed)
+    lines += _finding_section(f"Introduced (found in {b}, not in {a})", comparison.introduced)
+    lines += _finding_section("Still present", comparison.remaining)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _finding_section(title: str, findings: list[Finding]) -> list[str]:
+    if not findings:
+        return [f"{title}: none", ""]
+    lines = [f"{title}:"]
+    for finding in findings:
+        lines.append(f"  [{finding.severity}] {finding.code}: {finding.title}")
+    return lines + [""]
+
+
+def _first_per_code(findings) -> list[Finding]:
+    seen: set[str] = set()
+    kept = []
+    for finding in findings:
+        if finding.code not in seen:
+            seen.add(finding.code)
+            kept.append(finding)
+    return kept
+
+
+def _value(record: RunRecord, module: Optional[ModuleInfo], stat: str) -> Optional[float]:
+    if module is None or module.name not in record.layer_stats:
+        return None
+    return record.last(stat, module.name)
+
+
+def _layer_cell(module: Optional[ModuleInfo]) -> str:
+    if module is None:
+        return "-"
+    name = module.name or "(root)"
+    if len(name) > 24:
+        name = "..." + name[-21:]
+    return f"{name} {module.type}"
+
+
+def _fmt(value: Optional[float], style: str) -> str:
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    if style == "pct":
+        return f"{100 * value:.0f}%"
+    return f"{value:.1e}"

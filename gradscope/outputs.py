@@ -1,0 +1,165 @@
+"""The report files a command was asked for (--json, --html, --png): checked, rendered, written.
+
+The order matters to users: paths are checked *before* training (a typo in `--html` must not
+cost a training run), everything is rendered to memory *before* anything is written (a
+rendering error leaves no file behind), and each file is written atomically. If a write still
+fails (a full disk), the files this call had already created are removed again, so a failed
+command leaves no output files at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .diagnose import Diagnosis
+from .errors import GradscopeError
+from .record import RunRecord, write_atomic
+
+
+class OutputError(GradscopeError, OSError):
+    """An output path cannot be written: a missing permission, a file where a folder should be, ..."""
+
+
+@dataclass
+class RenderedFile:
+    path: Path
+    payload: bytes
+    what: str  # "JSON run record", "HTML report", "PNG figure"
+
+
+@dataclass
+class OutputPaths:
+    json: Optional[Path] = None  # the run record (+ its findings), readable by `gradscope report`/`compare`
+    html: Optional[Path] = None  # one self-contained HTML report
+    png_dir: Optional[Path] = None  # one PNG per figure
+
+    @classmethod
+    def from_options(cls, json: Optional[str], html: Optional[str], png_dir: Optional[str]) -> "OutputPaths":
+        as_path = lambda value: Path(value) if value else None  # noqa: E731 - tiny local adapter
+        return cls(as_path(json), as_path(html), as_path(png_dir))
+
+    def requested(self) -> bool:
+        return any((self.json, self.html, self.png_dir))
+
+    def check_writable(self) -> None:
+        """Raise `OutputError` now for any path that could not be written later. Creates nothing."""
+        files = [(flag, path) for flag, path in (("--json", self.json), ("--html", self.html)) if path is not None]
+        for flag, path in files:
+            if path.is_dir():
+                raise OutputError(f"{flag} {str(path)!r} is a folder; give a file name, e.g. {str(path / 'report')!r}.")
+            _check_folder(flag, path.parent, path)
+        if len(files) == 2 and files[0][1].resolve() == files[1][1].resolve():
+            raise OutputError(f"--json and --html both point to {str(files[0][1])!r}; give them different names.")
+        if self.png_dir is not None:
+            if self.png_dir.exists() and not self.png_dir.is_dir():
+                raise OutputError(
+                    f"--png {str(self.png_dir)!r} is a file, but --png takes a folder to write the figures into."
+                )
+            _check_folder("--png", self.png_dir, self.png_dir)
+
+    def render(self, record: RunRecord, diagnosis: Diagnosis, title: Optional[str] = None) -> list[RenderedFile]:
+        """Everything requested, as bytes in memory; nothing is written yet."""
+        rendered: list[RenderedFile] = []
+        if self.json is not None:
+            rendered.append(RenderedFile(self.json, record_json(record, diagnosis).encode("utf-8"), "JSON run record"))
+        if self.html is not None:
+            from .report.html import render_html  # imported here: the text-only path needs no templates
+
+            page = render_html(record, diagnosis, title=title)
+            rendered.append(RenderedFile(self.html, page.encode("utf-8"), "HTML report"))
+        if self.png_dir is not None:
+            from .report.plots import render_figures
+
+            for stem, png in render_figures(record, diagnosis).items():
+                rendered.append(RenderedFile(self.png_dir / f"{stem}.png", png, "PNG figure"))
+        return rendered
+
+
+def write_rendered(files: list[RenderedFile]) -> list[Path]:
+    """Write each file atomically; on a failure remove the ones this call created, then raise."""
+    created: list[Path] = []
+    written: list[Path] = []
+    try:
+        for item in files:
+            existed = item.path.exists()
+            write_atomic(item.path, item.payload)
+            written.append(item.path)
+            if not existed:
+                created.append(item.path)
+    except OSError as exc:
+        for path in created:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise OutputError(
+            f"Cannot write the {item.what} to {str(item.path)!r}: {exc.strerror or exc}. No output files were "
+            "left behind; free some space or choose another location."
+        ) from exc
+    return written
+
+
+def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str:
+    """The run record's JSON, plus its findings under "findings" for scripts.
+
+    `RunRecord.load` ignores the extra key; `gradscope report` diagnoses the record afresh (a
+    different --config may give different findings), so the stored findings are informational.
+    """
+    data = record.to_dict()
+    if diagnosis is not None:
+        data["findings"] = [_json_safe(asdict(finding)) for finding in diagnosis]
+    return json.dumps(data, indent=1, allow_nan=False)
+
+
+def _check_folder(flag: str, folder: Path, target: Path) -> None:
+    """The nearest existing ancestor of `folder` must be a folder we can create files in."""
+    existing = folder if str(folder) else Path(".")
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(
+            f"Cannot write {flag} {str(target)!r}: {str(existing)!r} is a file, not a folder. Choose another path."
+        )
+    try:
+        # The one reliable test (root, ACLs, read-only mounts): create a file there, then delete it.
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write {flag} {str(target)!r}: the folder {str(existing)!r} is not writable "
+            f"({exc.strerror or exc}). Choose a folder you can write to, or fix its permissions."
+        ) from None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy / torch scalars
+        try:
+            return _json_safe(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def display_path(path: Path) -> str:
+    """Relative to the current directory when below it, else as given."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
