@@ -1,16 +1,26 @@
-"""Diagnosis: rules that turn a RunRecord into findings. (Being written: see issue 3.)"""
+"""Diagnosis: rules that turn a RunRecord into findings with evidence and recommendations.
+
+    diagnosis = gradscope.diagnose(record)                  # shipped thresholds
+    diagnosis = gradscope.diagnose(record, "my.yaml")       # user YAML merged over them
+    for finding in diagnosis: ...                           # most severe first
+"""
 
 from __future__ import annotations
 
-from .finding import Diagnosis, Finding, SEVERITIES
+from ..record import RunRecord
+from .config import Config, ConfigSource, default_config, load_config, resolve_config
+from .engine import run_rules
+from .finding import SEVERITIES, Diagnosis, Finding
+from .rules import ALL_RULES
 
 
-def diagnose(record, config=None) -> Diagnosis:  # placeholder until the rules land
-    raise NotImplementedError("gradscope.diagnose is not implemented yet")
+def diagnose(record: RunRecord, config: ConfigSource = None) -> Diagnosis:
+    """Run every enabled rule over `record`.
+
+    `config` is a Config from `load_config`, a path to a YAML file, a {section: {key: value}}
+    dict of overrides, or None for the shipped defaults.
+    """
+    return run_rules(record, resolve_config(config), ALL_RULES)
 
 
-def load_config(path=None):  # placeholder until the config lands
-    raise NotImplementedError("gradscope.load_config is not implemented yet")
-
-
-__all__ = ["Diagnosis", "Finding", "SEVERITIES", "diagnose", "load_config"]
+__all__ = ["ALL_RULES", "Config", "Diagnosis", "Finding", "SEVERITIES", "default_config", "diagnose", "load_config"]

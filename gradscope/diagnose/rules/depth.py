@@ -1,0 +1,45 @@
+"""Per-layer profiles of a gradient statistic along depth, shared by the vanishing and exploding rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...record import RunRecord
+from ..reading import fit_decay, median_of, weight_layers
+
+# The backward signal itself first; the gradient RMS of the weights second.
+PROFILE_STATS = ("backprop_norm", "grad_rms")
+
+
+@dataclass
+class DepthProfile:
+    """One statistic's median value at each weight layer that has it, in forward order."""
+
+    stat: str
+    names: list[str]
+    values: list[float]
+
+    @property
+    def first_last_ratio(self) -> float:
+        """Value at the first (input-side) layer over the value at the last (output-side) one."""
+        return self.values[0] / self.values[-1]
+
+    @property
+    def per_layer_factor(self) -> float:
+        """Fitted factor per layer from the output towards the input (< 1: shrinking)."""
+        return fit_decay(self.values)
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.names, self.values))
+
+
+def depth_profiles(record: RunRecord, min_layers: int) -> list[DepthProfile]:
+    """Profiles of the statistics in PROFILE_STATS with at least `min_layers` positive values."""
+    layers = weight_layers(record)
+    profiles = []
+    for stat in PROFILE_STATS:
+        pairs = [(m.name, median_of(record, stat, m.name)) for m in layers]
+        pairs = [(name, value) for name, value in pairs if value is not None and value > 0]
+        if len(pairs) >= max(2, min_layers):
+            profiles.append(DepthProfile(stat, [n for n, _ in pairs], [v for _, v in pairs]))
+    return profiles

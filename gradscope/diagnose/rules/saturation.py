@@ -1,0 +1,95 @@
+"""Saturation: sigmoid/tanh outputs stuck in the flat region, where the derivative is nearly 0.
+
+Bounded activations pass gradient only near the middle of their range; outputs at 0/1
+(sigmoid) or -1/1 (tanh) mean pre-activations too large in magnitude, usually from
+unnormalised inputs or weights initialised too large.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ...record import RunRecord
+from ..advice import activation_swap_snippet, batchnorm_snippet, code, feeding_layers, init_snippet, unnormalized_pairs
+from ..finding import Finding
+from ..numbers import name_list, percent
+from ...model_tree import SATURATING
+from ..reading import hidden_modules, median_of
+from ..rule import Rule
+
+
+class Saturation(Rule):
+    name = "saturation"
+    code = "saturation"
+    label = "Saturated activations"
+    needs = ("act_saturation",)
+    config_keys = ("warn_fraction", "error_fraction")
+
+    def applies_to(self, record: RunRecord) -> bool:
+        return any(m.activation in SATURATING for m in record.modules)
+
+    def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
+        saturated: dict[str, float] = {}
+        for info in hidden_modules(record):
+            value = median_of(record, "act_saturation", info.name)
+            if value is not None and value > settings["warn_fraction"]:
+                saturated[info.name] = value
+        if not saturated:
+            return []
+        names = list(saturated)
+        modules = [record.module(n) for n in names]
+        worst = max(saturated.values())
+        feeding = feeding_layers(record, names)
+        pairs = [(layer, act) for layer, act in unnormalized_pairs(record) if act.name in saturated]
+        first_layer = next((m for m in record.modules if m.num_params > 0), None)
+        advice = []
+        inputs_suspect = bool(feeding) and first_layer is not None and feeding[0].name == first_layer.name
+        if inputs_suspect:
+            advice.append(
+                f"Normalise the inputs (zero mean, unit variance per feature): `{names[0]}` saturates right after "
+                f"the first layer `{first_layer.name}`."
+            )
+        if pairs:
+            advice.append(f"Add BatchNorm after {name_list([p[0].name for p in pairs])}, before the activation.")
+        advice.append(
+            "Initialise "
+            + (name_list([m.name for m in feeding]) if feeding else "the layers before them")
+            + " with Xavier (Glorot) init, which keeps pre-activations in the active range,"
+            + " or switch to nn.ReLU, which does not saturate for positive inputs."
+        )
+        snippets = []
+        if inputs_suspect:
+            snippets.append(_NORMALIZE_INPUTS)
+        if pairs:
+            snippets.append(batchnorm_snippet(pairs))
+        if feeding:
+            snippets.append("# Xavier init\n" + init_snippet(feeding, scheme="xavier"))
+        snippets.append("# or ReLU\n" + activation_swap_snippet(modules))
+        return [
+            Finding(
+                code=self.code,
+                severity="error" if worst > settings["error_fraction"] else "warning",
+                title=f"Saturated activations in {len(names)} layer(s), up to {percent(worst)}",
+                message=(
+                    "Outputs in the flat region: "
+                    + ", ".join(f"`{n}` {percent(v)}" for n, v in list(saturated.items())[:6])
+                    + ". There the derivative is close to 0, so almost no gradient passes back through these "
+                    "units: their pre-activations are too large in magnitude."
+                ),
+                recommendation=" ".join(advice),
+                snippet=code(*snippets),
+                layers=names,
+                steps=list(record.steps),
+                evidence={
+                    "saturated_fraction": saturated,
+                    "warn_fraction": settings["warn_fraction"],
+                    "error_fraction": settings["error_fraction"],
+                },
+            )
+        ]
+
+
+
+_NORMALIZE_INPUTS = """# normalise the inputs with statistics of the training set
+mean, std = x_train.mean(0), x_train.std(0)
+x = (x - mean) / (std + 1e-8)"""

@@ -1,0 +1,102 @@
+"""Update-to-weight ratio: how much of each layer one optimizer step changes.
+
+Around 1e-3 per step is the usual healthy range; far below, the layer barely moves (learning
+rate too low for it, or almost no gradient reaches it); far above, each step rewrites a large
+part of the weights and training is unstable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ...record import ModuleInfo, RunRecord
+from ..advice import optimizer_expr
+from ..finding import Finding
+from ..numbers import compact, name_list
+from ..reading import median_of, points
+from ..rule import Rule
+
+
+class UpdateRatio(Rule):
+    name = "update_ratio"
+    code = "update-ratio"  # its findings are "update-ratio-low" and "update-ratio-high"
+    label = "Update-to-weight ratios"
+    needs = ("update_ratio",)
+    config_keys = ("low", "high")
+
+    def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
+        ratios: dict[str, float] = {}
+        for info in record.modules:
+            value = median_of(record, "update_ratio", info.name)
+            if value is not None and points(record, "grad_norm", info.name):
+                ratios[info.name] = value  # layers without any gradient belong to the no-gradient rule
+        low = {n: v for n, v in ratios.items() if v < settings["low"]}
+        high = {n: v for n, v in ratios.items() if v > settings["high"]}
+        findings = []
+        steps = [s for s in record.steps if s not in set(record.skipped_steps)]
+        evidence = {"low": settings["low"], "high": settings["high"]}
+        if low:
+            modules = [record.module(n) for n in low]
+            findings.append(
+                Finding(
+                    code="update-ratio-low",
+                    severity="warning",
+                    title=f"Tiny updates in {len(low)} layer(s): ||update||/||weight|| down to {compact(min(low.values()))}",
+                    message=(
+                        f"Each optimizer step changes {name_list(list(low))} by a median of "
+                        + ", ".join(compact(v) for v in list(low.values())[:6])
+                        + f" of their weight norm, below {compact(settings['low'])} (healthy is around 1e-3): "
+                        "these layers barely train, because the learning rate is too low for them or almost no "
+                        "gradient reaches them."
+                    ),
+                    recommendation=(
+                        "Raise the learning rate (try 10x), or give these layers their own parameter group with a "
+                        "larger learning rate; if their gradients are tiny too, fix the gradient flow first (see "
+                        "the vanishing-gradient and dead-unit findings)."
+                    ),
+                    snippet=_param_group_snippet(record, modules),
+                    layers=list(low),
+                    steps=steps,
+                    evidence={"median_update_ratio": low, **evidence},
+                )
+            )
+        if high:
+            findings.append(
+                Finding(
+                    code="update-ratio-high",
+                    severity="warning",
+                    title=f"Huge updates in {len(high)} layer(s): ||update||/||weight|| up to {compact(max(high.values()))}",
+                    message=(
+                        f"Each optimizer step changes {name_list(list(high))} by a median of "
+                        + ", ".join(compact(v) for v in list(high.values())[:6])
+                        + f" of their weight norm, above {compact(settings['high'])} (healthy is around 1e-3): the "
+                        "weights are rewritten every step, so training is unstable and can diverge."
+                    ),
+                    recommendation=(
+                        "Lower the learning rate (try 10x lower), add a warm-up, and clip the gradient norm with "
+                        "torch.nn.utils.clip_grad_norm_."
+                    ),
+                    snippet=(
+                        "for group in optimizer.param_groups:\n    group[\"lr\"] *= 0.1\n"
+                        "scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=100)  # warm-up; call scheduler.step() after each optimizer.step()"
+                    ),
+                    layers=list(high),
+                    steps=steps,
+                    evidence={"median_update_ratio": high, **evidence},
+                )
+            )
+        return findings
+
+
+def _param_group_snippet(record: RunRecord, modules: list[ModuleInfo]) -> str:
+    slow = [p for m in modules for p in m.params]
+    return "\n".join(
+        [
+            f"slow = {slow!r}",
+            "slow_params = [model.get_parameter(name) for name in slow]",
+            "other_params = [p for name, p in model.named_parameters() if name not in slow]",
+            f"optimizer = {optimizer_expr(record)}(",
+            '    [{"params": other_params}, {"params": slow_params, "lr": 10 * lr}], lr=lr',
+            ")",
+        ]
+    )

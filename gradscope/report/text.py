@@ -1,0 +1,158 @@
+"""The terminal report: a per-layer table in forward order, then the findings by severity.
+
+`render_text` returns the report as a string; printing it is the caller's business.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any, Callable, Optional
+
+from tabulate import tabulate
+
+from ..diagnose.finding import SEVERITIES, Diagnosis, Finding
+from ..diagnose.numbers import compact, percent
+from ..record import RunRecord
+
+# (header, statistic, formatter): the last recorded value of each.
+COLUMNS: tuple[tuple[str, str, Callable[[Optional[float]], str]], ...] = (
+    ("grad RMS", "grad_rms", compact),
+    ("backprop", "backprop_norm", compact),
+    ("update", "update_ratio", compact),
+    ("sparse", "act_sparsity", percent),
+    ("dead", "act_dead_frac", percent),
+    ("saturated", "act_saturation", percent),
+)
+_MIN_NAME = 12  # a layer column narrower than this is no longer readable
+_MARKS = {"error": "E", "warning": "W"}
+_ALIGN = ("left", "left", "left", *["right"] * len(COLUMNS))
+
+
+def render_text(record: RunRecord, diagnosis: Diagnosis, width: int = 100) -> str:
+    """The whole report, lines at most `width` characters (long snippet lines aside)."""
+    parts = [_header(record), _table(record, diagnosis, width), _findings(diagnosis, width)]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _header(record: RunRecord) -> str:
+    meta = record.meta
+    steps = record.steps
+    span = f"steps {steps[0]}..{steps[-1]} ({len(steps)} recorded, every {meta.every})" if steps else "no steps recorded"
+    source = "at optimizer.step" if meta.grad_source == "optimizer" else "after each backward"
+    lines = [
+        f"gradscope report: {meta.model_class or 'model'}, {compact(meta.num_params)} parameters "
+        f"({compact(meta.trainable_params)} trainable), optimizer {meta.optimizer or 'not given'}",
+        f"{span}; gradients read {source}",
+        f"gradscope {meta.gradscope_version or '?'}, torch {meta.torch_version or '?'}, created {meta.created or '?'}",
+    ]
+    if record.skipped_steps:
+        lines.append(f"GradScaler skipped steps: {_short_list(record.skipped_steps)}")
+    return "\n".join(lines)
+
+
+def _table(record: RunRecord, diagnosis: Diagnosis, width: int) -> str:
+    marks = _layer_marks(diagnosis)
+    rows = []
+    for info in record.modules:
+        values = [record.last(stat, info.name) if _has(record, info.name) else None for _, stat, _ in COLUMNS]
+        if all(v is None for v in values):
+            continue  # a container or a module that never ran: nothing to show
+        rows.append([marks.get(info.name, ""), info.name or "(root)", info.type, *[fmt(v) for v, (_, _, fmt) in zip(values, COLUMNS)]])
+    if not rows:
+        return "Per-layer statistics: none recorded."
+    headers = ["", "layer", "type", *[h for h, _, _ in COLUMNS]]
+    type_width = min(14, max(len(r[2]) for r in rows))
+    name_width = max(len(r[1]) for r in rows)
+    while True:
+        shown = [[r[0], _middle_ellipsis(r[1], name_width), _middle_ellipsis(r[2], type_width), *r[3:]] for r in rows]
+        table = tabulate(shown, headers=headers, tablefmt="simple", disable_numparse=True, colalign=_ALIGN)
+        widest = max(len(line) for line in table.splitlines())
+        if widest <= width or name_width <= _MIN_NAME:
+            break
+        name_width = max(_MIN_NAME, name_width - (widest - width))
+    legend = "Per-layer statistics, forward order, last recorded value (E/W: named in an error/warning finding)"
+    return legend + "\n" + table
+
+
+def _findings(diagnosis: Diagnosis, width: int) -> str:
+    findings = list(diagnosis)
+    if not findings:
+        return "Findings: none."
+    counts = [_count(sum(f.severity == s for f in findings), s) for s in reversed(SEVERITIES)]
+    blocks = ["Findings: " + ", ".join(counts)]
+    for severity in reversed(SEVERITIES):
+        group = [f for f in findings if f.severity == severity and f.code != "rule-skipped"]
+        skipped = [f for f in findings if f.severity == severity and f.code == "rule-skipped"]
+        if group:
+            blocks.append(f"{severity.upper()} ({len(group)})")
+            blocks.extend(_finding(f, width) for f in group)
+        if skipped:
+            lines = ["Not checked:"]
+            for f in skipped:
+                lines.extend(_wrap(f"- {f.message}", width, "  "))
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _count(n: int, severity: str) -> str:
+    return f"{n} {severity}" + ("s" if n != 1 and severity != "info" else "")
+
+
+def _finding(finding: Finding, width: int) -> str:
+    lines = _wrap(f"[{finding.code}] {finding.title}", width, "    ")
+    lines += _wrap(finding.message, width, "    ", first="    ")
+    if finding.layers:
+        lines += _wrap("Layers: " + ", ".join(finding.layers[:12]) + (f" (+{len(finding.layers) - 12} more)" if len(finding.layers) > 12 else ""), width, "      ", first="    ")
+    if finding.steps:
+        lines += _wrap(f"Steps: {_short_list(finding.steps)}", width, "      ", first="    ")
+    evidence = _evidence_line(finding.evidence)
+    if evidence:
+        lines += _wrap("Evidence: " + evidence, width, "      ", first="    ")
+    if finding.recommendation:
+        lines += _wrap("Fix: " + finding.recommendation, width, "      ", first="    ")
+    if finding.snippet:
+        lines += ["      " + line if line else "" for line in finding.snippet.splitlines()]
+    return "\n".join(lines)
+
+
+def _evidence_line(evidence: dict[str, Any]) -> str:
+    """The scalar evidence as key=value; per-layer tables are in the message and the table above."""
+    items = []
+    for key, value in evidence.items():
+        if isinstance(value, bool) or isinstance(value, str):
+            items.append(f"{key}={value}")
+        elif isinstance(value, (int, float)):
+            items.append(f"{key}={compact(value)}")
+    return ", ".join(items)
+
+
+def _layer_marks(diagnosis: Diagnosis) -> dict[str, str]:
+    marks: dict[str, str] = {}
+    for finding in diagnosis:  # most severe first, so the first mark wins
+        mark = _MARKS.get(finding.severity)
+        if mark:
+            for name in finding.layers:
+                marks.setdefault(name, mark)
+    return marks
+
+
+def _has(record: RunRecord, name: str) -> bool:
+    return name in record.layer_stats
+
+
+def _middle_ellipsis(text: str, limit: int) -> str:
+    """Keep both ends of a long name: "encoder.layers.11.attn" -> "encoder.l…11.attn"."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 1
+    head = keep // 2
+    return text[:head] + "…" + text[len(text) - (keep - head):]
+
+
+def _wrap(text: str, width: int, indent: str, first: str = "") -> list[str]:
+    return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False) or [first]
+
+
+def _short_list(steps: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(s) for s in steps[:limit])
+    return shown + (f", ... ({len(steps)} in all)" if len(steps) > limit else "")
