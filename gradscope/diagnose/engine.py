@@ -10,6 +10,8 @@ from .finding import Diagnosis, Finding, severity_rank
 from .reading import has_scalar, has_stat
 from .rule import Need, Rule
 
+SKIPPED = "rule-skipped"  # the code of "this rule could not run on this record" notes
+
 # How each statistic gets into a record, for the "skipped" findings.
 _HOW_TO_RECORD = {
     "update_ratio": "it is recorded only when the optimizer is passed: gradscope.watch(model, optimizer=opt)",
@@ -32,8 +34,8 @@ def run_rules(record: RunRecord, config: Config, rules: Sequence[Rule]) -> Diagn
         else:
             produced = rule.check(record, settings)
         findings.extend((position, order, finding) for order, finding in enumerate(produced))
-    # Most severe first; within a severity, rules in their listed order; deterministic throughout.
-    findings.sort(key=lambda item: (-severity_rank(item[2].severity), item[0], item[1]))
+    # Most severe first; within a severity, "not checked" notes last, then rules in their listed order.
+    findings.sort(key=lambda item: (-severity_rank(item[2].severity), item[2].code == SKIPPED, item[0], item[1]))
     return Diagnosis([f for _, _, f in findings])
 
 
@@ -59,7 +61,7 @@ def _skipped(rule: Rule, missing: list[str], missing_scalars: list[str], record:
         call = ", ".join(f"{s}=..." for s in missing_scalars)
         reasons.append(f"no {wanted} was logged (logged scalars: {logged}); log it with run.log({call}) in the training loop")
     return Finding(
-        code="rule-skipped",
+        code=SKIPPED,
         severity="info",
         title=f"{rule.label}: not checked",
         message=f"{rule.label} were not checked because " + "; and ".join(reasons) + ".",

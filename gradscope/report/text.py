@@ -14,14 +14,15 @@ from ..diagnose.finding import SEVERITIES, Diagnosis, Finding
 from ..diagnose.numbers import compact, percent
 from ..record import RunRecord
 
-# (header, statistic, formatter): the last recorded value of each.
+# (header, statistic, formatter): the last recorded value of each. Two-line headers keep the
+# columns as narrow as their numbers, leaving the width to the layer names.
 COLUMNS: tuple[tuple[str, str, Callable[[Optional[float]], str]], ...] = (
-    ("grad RMS", "grad_rms", compact),
-    ("backprop", "backprop_norm", compact),
-    ("update", "update_ratio", compact),
+    ("grad\nRMS", "grad_rms", compact),
+    ("back-\nprop", "backprop_norm", compact),
+    ("update\nratio", "update_ratio", compact),
     ("sparse", "act_sparsity", percent),
     ("dead", "act_dead_frac", percent),
-    ("saturated", "act_saturation", percent),
+    ("satu-\nrated", "act_saturation", percent),
 )
 _MIN_NAME = 12  # a layer column narrower than this is no longer readable
 _MARKS = {"error": "E", "warning": "W"}
@@ -70,8 +71,8 @@ def _table(record: RunRecord, diagnosis: Diagnosis, width: int) -> str:
         if widest <= width or name_width <= _MIN_NAME:
             break
         name_width = max(_MIN_NAME, name_width - (widest - width))
-    legend = "Per-layer statistics, forward order, last recorded value (E/W: named in an error/warning finding)"
-    return legend + "\n" + table
+    legend = "Per-layer statistics in forward order, last recorded values (E/W: layer named in an error/warning)"
+    return "\n".join(_wrap(legend, width, "")) + "\n" + table
 
 
 def _findings(diagnosis: Diagnosis, width: int) -> str:

@@ -139,7 +139,7 @@ def _recommendation(record: RunRecord) -> str:
 
 def _snippet(record: RunRecord) -> str:
     parts = [CLIP_SNIPPET]
-    layers = [m for m in record.modules if is_linear_or_conv(m)]
+    layers = [m for m in record.modules if is_linear_or_conv(m) and m.executed]
     if layers:
         parts.append("# re-initialise the layers with a depth-safe scale\n" + init_snippet(layers))
     pairs = unnormalized_pairs(record)

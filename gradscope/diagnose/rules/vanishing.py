@@ -95,7 +95,7 @@ def _advice(record: RunRecord, settings: Mapping[str, Any], depth: int) -> tuple
         if saturating:
             text += f" {name_list(saturating)} are also saturating ({', '.join(percent(saturation[n]) for n in saturating[:6])} of outputs in the flat region)."
         advice.append(text)
-        weighted = [m for m in record.modules if is_linear_or_conv(m)]
+        weighted = [m for m in record.modules if is_linear_or_conv(m) and m.executed]
         snippets.append(
             "# Option 1: ReLU activations with Kaiming init\n" + activation_swap_snippet(bounded) + "\n" + init_snippet(weighted)
         )
