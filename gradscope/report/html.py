@@ -1,0 +1,134 @@
+"""The HTML run report: one self-contained file a user can open offline or attach to a bug report.
+
+    html = render_html(record, diagnosis)          # a complete document as a string
+    write_html("report.html", record, diagnosis)   # the same, written atomically
+
+Content comes from `page.build_report_page` (plain data); this module only lays it out as
+`Section`s for `render_page`, the page machinery the depth sweep reuses:
+
+    render_page("Depth sweep", [Section("Results", "text", tables=[Table(...)], figures=[Figure(png, alt)])])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from ..diagnose.finding import Diagnosis
+from ..record import RunRecord
+from .markup import Figure, Markup, Section, Table, element, escape, join, paragraphs, render_page
+from .output import write_report_file
+from .page import FindingView, ReportPage, build_report_page
+from .plots import RenderedFigure
+
+__all__ = ["Figure", "Markup", "Section", "Table", "escape", "render_html", "render_page", "write_html"]
+
+
+def render_html(
+    record: RunRecord,
+    diagnosis: Optional[Diagnosis],
+    title: Optional[str] = None,
+    figures: Optional[list[RenderedFigure]] = None,
+) -> str:
+    """The complete report as one HTML document (CSS, script and figures inline).
+
+    `figures` (from `plots.build_figures`) reuses figures already drawn, e.g. when PNGs are written too.
+    """
+    page = build_report_page(record, diagnosis, title, figures)
+    return render_page(page.title, report_sections(page), meta=page.summary)
+
+
+def write_html(
+    path: str | os.PathLike[str],
+    record: RunRecord,
+    diagnosis: Optional[Diagnosis],
+    title: Optional[str] = None,
+    figures: Optional[list[RenderedFigure]] = None,
+) -> Path:
+    """Render fully, then write atomically: a failure leaves no file behind."""
+    document = render_html(record, diagnosis, title, figures)
+    return write_report_file(Path(path), document.encode("utf-8"), "HTML report")
+
+
+def report_sections(page: ReportPage) -> list[Section]:
+    return [
+        Section("Verdict", element("p", page.verdict.sentence), anchor="verdict",
+                css_class=f"verdict sev-{page.verdict.severity}"),
+        Section("Findings", _findings_html(page.findings), anchor="findings"),
+        _figures_section(page),
+        _layers_section(page),
+        _run_section(page),
+    ]
+
+
+def _findings_html(findings: list[FindingView]) -> Markup:
+    if not findings:
+        return element("p", "The rules found nothing to report.")
+    return join(_finding_html(f) for f in findings)
+
+
+def _finding_html(finding: FindingView) -> Markup:
+    heading = element(
+        "h3",
+        join([element("span", finding.severity, class_=f"badge sev-{finding.severity}"), escape(finding.title),
+              element("span", f"[{finding.code}]", class_="code")], " "),
+    )
+    parts = [heading, paragraphs(finding.message)]
+    if finding.recommendation:
+        parts.append(element("p", join([element("strong", "What to change:"), escape(finding.recommendation)], " ")))
+    if finding.snippet:
+        parts.append(element("pre", element("code", finding.snippet)))
+    if finding.layers:
+        more = f" \u2026 and {finding.more_layers} more" if finding.more_layers else ""
+        names = join([element("code", name) for name in finding.layers], ", ")
+        parts.append(element("p", join([element("strong", "Layers:"), names, escape(more)], " "), class_="layers-list"))
+    if finding.steps:
+        parts.append(element("p", join([element("strong", "Steps:"), escape(finding.steps)], " ")))
+    if finding.evidence:
+        items = join(join([element("dt", key), element("dd", value)]) for key, value in finding.evidence)
+        parts.append(element("dl", items, class_="evidence"))
+    return element("article", join(parts), id=finding.anchor, class_=f"finding sev-{finding.severity}")
+
+
+def _figures_section(page: ReportPage) -> Section:
+    figures = [Figure(f.png, alt=f.title, caption=f.reading) for f in page.figures if f.png is not None]
+    missing = [f for f in page.figures if f.png is None]
+    body = Markup("")
+    if missing:
+        items = join(element("li", join([element("strong", f.title + ":"), escape(f.missing)], " ")) for f in missing)
+        body = element("ul", items, class_="missing")
+    return Section("Figures", body, figures=figures, anchor="figures")
+
+
+def _layers_section(page: ReportPage) -> Section:
+    headings = ["#", "module", "type", "params"] + [c.heading for c in page.columns] + ["findings"]
+    notes = ["forward (execution) order", "qualified module name", "module class (activation)",
+             "parameters the module owns directly"]
+    notes += [c.definition + " Median over the recorded steps." for c in page.columns]
+    notes.append("findings that name this module")
+    anchors = {f.code: f.anchor for f in page.findings}
+    rows, classes = [], []
+    for layer in page.layers:
+        kind = f"{layer.type} ({layer.activation})" if layer.activation else layer.type
+        links = join([element("a", code, href=f"#{anchors[code]}") for code in layer.finding_codes if code in anchors], ", ")
+        rows.append([layer.index, element("code", layer.name), kind, layer.num_params, *layer.values, links])
+        classes.append({"error": "flagged-error", "warning": "flagged"}.get(layer.worst or "", ""))
+    table = Table(headings, rows, column_notes=notes, row_classes=classes,
+                  caption=f"{len(rows)} modules in forward order; numbers are medians over the recorded steps. "
+                          "Click a column heading to sort.")
+    glossary = join(join([element("dt", c.stat), element("dd", c.definition)]) for c in page.columns)
+    body = element("details", join([element("summary", "What the columns mean"), element("dl", glossary, class_="glossary")]))
+    return Section("Per-layer statistics", body, tables=[table], anchor="layers")
+
+
+def _run_section(page: ReportPage) -> Section:
+    tables = [Table(["item", "value"], [[k, v] for k, v in page.run_info], sortable=False)]
+    if page.options:
+        tables.append(Table(["option", "value"], [[k, v] for k, v in page.options], caption="Options the run was made with",
+                            sortable=False))
+    body = Markup("")
+    if page.notes:
+        body = element("ul", join(element("li", note) for note in page.notes))
+    return Section("Run", body, tables=tables, anchor="run")
+
