@@ -1,6 +1,85 @@
-"""Depth sweeps: train the same MLP at several depths, activations, norms and dropout rates,
-and measure how the backprop signal decays layer by layer. (Being written: see issue 6.)"""
+"""Depth sweeps: the vanishing-gradient experiment as one call.
+
+    result = gradscope.sweep(activations=("sigmoid", "tanh", "relu"), depths=(2, 4, 8, 16, 32))
+    print(result.table())
+    record = result.find(activation="sigmoid", depth=8)   # the RunRecord of that network
+
+Every configuration (activation x depth x norm x dropout) is the same MLP family built from the
+same seed (networks.py), trained on the same data (data.py) under gradscope.watch; summary.py
+turns each record into per-layer profiles, the first/last backprop ratio and the fitted decay
+factor per layer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable, Optional, Union
+
+from .config import SweepConfig, SweepOptionError, check_workers, make_configs
+from .data import DataFileError, SweepData, bundled_task, load_npz
+from .networks import ACTIVATIONS, INITS, NORMS, build_network
+from .result import SweepResult, UnknownConfigError
+from .runner import Progress, default_workers, run_configs
+from .summary import ConfigSummary, LayerProfile, fit_decay_factor
+
+DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "relu")
+DEFAULT_DEPTHS = (2, 4, 8, 16, 32)
 
 
-def sweep(*args, **kwargs):  # placeholder until the runner lands
-    raise NotImplementedError("gradscope.sweep is not implemented yet")
+def sweep(
+    activations: Iterable[str] = DEFAULT_ACTIVATIONS,
+    depths: Iterable[int] = DEFAULT_DEPTHS,
+    width: int = 64,
+    norms: Iterable[str] = ("none",),
+    dropouts: Iterable[float] = (0.0,),
+    init: str = "default",
+    steps: int = 100,
+    lr: float = 0.1,
+    seed: int = 0,
+    data: Union[None, str, "os.PathLike[str]", SweepData] = None,
+    workers: Optional[int] = None,
+    progress: Optional[Progress] = None,
+) -> SweepResult:
+    """Train every combination and measure its gradient flow.
+
+    data: None for the bundled synthetic task, a path to an .npz file (arrays X, y, optional
+    X_val, y_val), or a SweepData. workers: processes to use (None: one per core, 1: run here,
+    sequentially). progress(done, total, summary) is called as each configuration finishes.
+    A configuration whose training fails (non-finite loss, an exception) is kept with its
+    error in `summary.error`; the others go on.
+    """
+    configs = make_configs(activations, depths, width, norms, dropouts, init, steps, lr, seed)
+    workers = check_workers(workers)
+    if data is None:
+        data = bundled_task()
+    elif not isinstance(data, SweepData):
+        data = load_npz(data)
+    started = time.perf_counter()
+    used_workers = default_workers(len(configs)) if workers is None else min(workers, len(configs))
+    outcomes = run_configs(configs, data, used_workers, progress)
+    return SweepResult(
+        summaries=[summary for summary, _ in outcomes],
+        records=[record for _, record in outcomes],
+        data_description=data.description,
+        options={
+            "activations": list(dict.fromkeys(c.activation for c in configs)),
+            "depths": list(dict.fromkeys(c.depth for c in configs)),
+            "width": configs[0].width,
+            "norms": list(dict.fromkeys(c.norm for c in configs)),
+            "dropouts": list(dict.fromkeys(c.dropout for c in configs)),
+            "init": configs[0].init,
+            "steps": configs[0].steps,
+            "lr": configs[0].lr,
+            "seed": configs[0].seed,
+        },
+        seconds=time.perf_counter() - started,
+        workers=used_workers,
+    )
+
+
+__all__ = [
+    "ACTIVATIONS", "INITS", "NORMS", "ConfigSummary", "DataFileError", "LayerProfile", "SweepConfig",
+    "SweepData", "SweepOptionError", "SweepResult", "UnknownConfigError", "build_network", "bundled_task",
+    "fit_decay_factor", "load_npz", "sweep",
+]

@@ -9,7 +9,7 @@ The bundled task ("teacher task") is generated in code, the same on every machin
   linear model cannot fit it all;
 * 10% of the training labels are replaced by random classes (label noise), which gives a
   network something to overfit and dropout something to prevent;
-* 1024 training and 1024 validation samples by default (validation labels are clean).
+* 512 training and 512 validation samples by default (validation labels are clean).
 
 A shallow network of any activation learns much of it in 100 full-batch steps; a deep
 sigmoid network does not move, because its first layers receive almost no gradient. That
@@ -57,7 +57,7 @@ class SweepData:
         return int(self.X.shape[1])
 
 
-def bundled_task(n_train: int = 1024, n_val: int = 1024, label_noise: float = 0.1) -> SweepData:
+def bundled_task(n_train: int = 512, n_val: int = 512, label_noise: float = 0.1) -> SweepData:
     """The deterministic synthetic teacher task described in this module's docstring."""
     rng = np.random.Generator(np.random.PCG64(BUNDLED_SEED))
     teacher_hidden = rng.normal(0.0, 1.0 / np.sqrt(BUNDLED_FEATURES), size=(BUNDLED_FEATURES, 32)) * 2.0
@@ -84,3 +84,112 @@ def bundled_task(n_train: int = 1024, n_val: int = 1024, label_noise: float = 0.
             f"random tanh teacher, {n_train} train ({label_noise:.0%} label noise) / {n_val} validation samples"
         ),
     )
+
+
+def load_npz(path: str | os.PathLike[str]) -> SweepData:
+    """Read a user's data set for a sweep; every problem becomes a DataFileError that says the fix."""
+    path = Path(path)
+    shown = str(path)
+    if not path.is_file():
+        raise DataFileError(
+            f"Data file {shown!r} does not exist. Pass an .npz file written with numpy.savez(path, X=..., y=...) "
+            "(optionally also X_val=..., y_val=...), or leave out --data to use the bundled task."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataFileError(
+            f"Data file {shown!r} is not a readable .npz archive ({type(exc).__name__}: {exc}). Write it with "
+            "numpy.savez(path, X=features, y=labels); object arrays (pickles) are not accepted."
+        ) from None
+    missing = [name for name in ("X", "y") if name not in arrays]
+    if missing:
+        raise DataFileError(
+            f"Data file {shown!r} has no array named {' or '.join(missing)} (it holds: "
+            f"{', '.join(sorted(arrays)) or 'nothing'}). Save the inputs as X (samples x features) and the class "
+            "labels as y (one integer per sample): numpy.savez(path, X=..., y=...)."
+        )
+    has_val = [name for name in ("X_val", "y_val") if name in arrays]
+    if len(has_val) == 1:
+        other = "y_val" if has_val[0] == "X_val" else "X_val"
+        raise DataFileError(
+            f"Data file {shown!r} has {has_val[0]} but no {other}. Give both validation arrays, or neither "
+            f"(then the last {VALIDATION_FRACTION:.0%} of a fixed shuffle of X, y is held out for validation)."
+        )
+    X = _features(arrays["X"], "X", shown)
+    y = _labels(arrays["y"], "y", len(X), shown)
+    if has_val:
+        X_val = _features(arrays["X_val"], "X_val", shown)
+        y_val = _labels(arrays["y_val"], "y_val", len(X_val), shown)
+        if X_val.shape[1] != X.shape[1]:
+            raise DataFileError(
+                f"In data file {shown!r}, X has {X.shape[1]} features per sample but X_val has {X_val.shape[1]}. "
+                "Training and validation inputs must have the same features."
+            )
+        how = "its own validation arrays"
+    else:
+        if len(X) < 2:
+            raise DataFileError(
+                f"Data file {shown!r} has only {len(X)} sample, too few to hold some out for validation. "
+                "Add samples or give X_val and y_val."
+            )
+        order = np.random.Generator(np.random.PCG64(BUNDLED_SEED)).permutation(len(X))
+        n_val = max(1, int(round(len(X) * VALIDATION_FRACTION)))
+        train, val = order[:-n_val], order[-n_val:]
+        X, y, X_val, y_val = X[train], y[train], X[val], y[val]
+        how = f"{len(val)} samples held out for validation"
+    num_classes = int(max(y.max(), y_val.max())) + 1
+    if num_classes < 2:
+        raise DataFileError(
+            f"Data file {shown!r} has only one class (every label is 0). A classification sweep needs labels "
+            "0..C-1 with at least two classes."
+        )
+    return SweepData(
+        X=X, y=y, X_val=X_val, y_val=y_val, num_classes=num_classes,
+        description=f"{path.name}: {X.shape[1]} features, {num_classes} classes, {len(X)} train / "
+        f"{len(X_val)} validation samples ({how})",
+    )
+
+
+def _features(array: np.ndarray, name: str, shown: str) -> np.ndarray:
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataFileError(
+            f"In data file {shown!r}, {name} has shape {array.shape}; it must be 2-D, samples x features, with at "
+            "least one of each. Flatten images first, e.g. X.reshape(len(X), -1)."
+        )
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+        raise DataFileError(f"In data file {shown!r}, {name} holds {array.dtype} values; it must hold real numbers.")
+    features = array.astype(np.float32)
+    if not np.isfinite(features).all():
+        raise DataFileError(
+            f"In data file {shown!r}, {name} contains NaN or infinite values (or values too large for float32). "
+            "Remove or impute them before the sweep."
+        )
+    return features
+
+
+def _labels(array: np.ndarray, name: str, samples: int, shown: str) -> np.ndarray:
+    if array.ndim != 1:
+        raise DataFileError(
+            f"In data file {shown!r}, {name} has shape {array.shape}; it must be 1-D, one integer class label per "
+            f"sample. For one-hot labels save {name}.argmax(axis=1)."
+        )
+    if len(array) != samples:
+        inputs = "X" if name == "y" else "X_val"
+        raise DataFileError(
+            f"In data file {shown!r}, {name} has {len(array)} labels but {inputs} has {samples} samples; "
+            "they must match one to one."
+        )
+    numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    if not numeric or (np.issubdtype(array.dtype, np.floating) and not np.all(np.mod(array, 1) == 0)):
+        raise DataFileError(
+            f"In data file {shown!r}, {name} holds {array.dtype} values that are not all whole numbers; class "
+            "labels must be integers 0..C-1 (map string labels with numpy.unique(labels, return_inverse=True))."
+        )
+    if array.min() < 0:
+        raise DataFileError(
+            f"In data file {shown!r}, {name} has negative labels (smallest {array.min()}); class labels must be "
+            "integers 0..C-1."
+        )
+    return array.astype(np.int64)

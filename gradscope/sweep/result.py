@@ -1,0 +1,145 @@
+"""`SweepResult`: every configuration's summary and RunRecord, lookup by configuration, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import GradscopeError, RecordFormatError
+from ..record import RunRecord, write_atomic
+from .config import SweepConfig
+from .summary import ConfigSummary
+
+SWEEP_FORMAT = "gradscope-sweep"
+SWEEP_FORMAT_VERSION = 1
+
+
+class UnknownConfigError(GradscopeError, KeyError):
+    """`SweepResult.find` was asked for a configuration the sweep did not run."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class SweepResult:
+    summaries: list[ConfigSummary] = field(default_factory=list)  # in sweep order
+    records: list[Optional[RunRecord]] = field(default_factory=list)  # parallel to summaries
+    data_description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # the sweep's arguments, for reports
+    seconds: float = 0.0
+    workers: int = 1
+
+    @property
+    def configs(self) -> list[SweepConfig]:
+        return [s.config for s in self.summaries]
+
+    @property
+    def failures(self) -> list[ConfigSummary]:
+        return [s for s in self.summaries if s.error]
+
+    def find(self, activation: str, depth: int, norm: str = "none", dropout: float = 0.0) -> RunRecord:
+        """The RunRecord of one configuration (recorded by gradscope.watch while it trained)."""
+        record = self.records[self._index(activation, depth, norm, dropout)]
+        if record is None:
+            raise UnknownConfigError(f"The sweep kept no record for {activation}, depth {depth}, {norm}, dropout {dropout}.")
+        return record
+
+    def summary(self, activation: str, depth: int, norm: str = "none", dropout: float = 0.0) -> ConfigSummary:
+        return self.summaries[self._index(activation, depth, norm, dropout)]
+
+    def _index(self, activation: str, depth: int, norm: str, dropout: float) -> int:
+        key = (activation, depth, norm, float(dropout))
+        for index, summary in enumerate(self.summaries):
+            if summary.config.key == key:
+                return index
+        ran = "; ".join(s.config.label for s in self.summaries) or "nothing"
+        raise UnknownConfigError(
+            f"This sweep did not run activation={activation!r}, depth={depth!r}, norm={norm!r}, dropout={dropout!r}. "
+            f"It ran: {ran}."
+        )
+
+    def table(self) -> str:
+        from .table import render_table  # tabulate is only needed for the text form
+
+        return render_table(self)
+
+    # ---- JSON -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SWEEP_FORMAT,
+            "version": SWEEP_FORMAT_VERSION,
+            "data": self.data_description,
+            "options": self.options,
+            "seconds": self.seconds,
+            "workers": self.workers,
+            "summaries": [s.to_dict() for s in self.summaries],
+            "records": [r.to_dict() if r is not None else None for r in self.records],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "the sweep data") -> "SweepResult":
+        if not isinstance(data, dict) or data.get("format") != SWEEP_FORMAT:
+            raise RecordFormatError(
+                f"{source} is not a gradscope sweep result (no \"format\": \"{SWEEP_FORMAT}\" at the top level). "
+                "Pass a file written by `gradscope sweep --json` or `SweepResult.save`."
+            )
+        if data.get("version") != SWEEP_FORMAT_VERSION:
+            raise RecordFormatError(
+                f"{source} is sweep format version {data.get('version')!r}; this gradscope reads version "
+                f"{SWEEP_FORMAT_VERSION}. Re-run the sweep with this version of gradscope."
+            )
+        try:
+            summaries = [ConfigSummary.from_dict(s) for s in data["summaries"]]
+            records = [
+                RunRecord.from_dict(r, source=f"{source}, record {i}") if r is not None else None
+                for i, r in enumerate(data["records"])
+            ]
+            if len(records) != len(summaries):
+                raise ValueError("summaries and records differ in number")
+            return cls(
+                summaries=summaries,
+                records=records,
+                data_description=str(data["data"]),
+                options=dict(data["options"]),
+                seconds=float(data["seconds"]),
+                workers=int(data["workers"]),
+            )
+        except RecordFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RecordFormatError(
+                f"{source} looks like a gradscope sweep result but its contents are damaged "
+                f"({type(exc).__name__}: {exc}). Re-run `gradscope sweep --json`."
+            ) from None
+
+    def to_json(self) -> str:
+        # Compact: a default sweep holds 15 full records.
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically: a failure leaves no half-written file."""
+        path = Path(path)
+        write_atomic(path, self.to_json().encode("utf-8"))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "SweepResult":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RecordFormatError(f"Sweep file {str(path)!r} does not exist. Check the path.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordFormatError(f"Cannot read sweep file {str(path)!r}: {exc}.") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecordFormatError(
+                f"Sweep file {str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                "it may be truncated. Re-run `gradscope sweep --json`."
+            ) from None
+        return cls.from_dict(data, source=f"Sweep file {str(path)!r}")

@@ -1,0 +1,155 @@
+"""`ConfigSummary`: the numbers a sweep reports for one configuration, read from its RunRecord.
+
+"Hidden layer l" is block l of the network; its backprop signal is the backprop_norm of act<l>
+(||dLoss/d(output of the activation)||) and its gradient RMS is the grad_rms of fc<l>.
+"init" values come from recorded step 0, whose gradients are computed from the initial weights;
+"final" values from the last recorded step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..record import RunRecord
+from .config import SweepConfig
+
+Value = Optional[float]
+
+
+@dataclass
+class LayerProfile:
+    """One statistic per hidden layer, first block first, at initialisation and after training."""
+
+    init: list[Value] = field(default_factory=list)
+    final: list[Value] = field(default_factory=list)
+
+
+@dataclass
+class ConfigSummary:
+    config: SweepConfig
+    hidden_layers: list[str] = field(default_factory=list)  # act1 ... act<depth>
+    backprop: LayerProfile = field(default_factory=LayerProfile)  # ||dL/d act_l||
+    grad_rms: LayerProfile = field(default_factory=LayerProfile)  # grad RMS of fc_l
+    sparsity: LayerProfile = field(default_factory=LayerProfile)  # fraction of exact zeros in act_l
+    first_last_ratio_init: Value = None  # backprop(act1) / backprop(act<depth>) at step 0
+    first_last_ratio_final: Value = None
+    decay_factor_init: Value = None  # see fit_decay_factor
+    decay_factor_final: Value = None
+    train_loss: Value = None  # eval mode, whole training set, after the last step
+    train_accuracy: Value = None
+    val_loss: Value = None
+    val_accuracy: Value = None
+    steps_done: int = 0
+    seconds: float = 0.0
+    error: Optional[str] = None  # why training stopped early (non-finite loss, an exception)
+
+    @property
+    def generalization_gap(self) -> Value:
+        """Validation loss minus training loss after training (bigger: more overfitting)."""
+        if self.val_loss is None or self.train_loss is None:
+            return None
+        return self.val_loss - self.train_loss
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["config"] = self.config.to_dict()
+        return encode_floats(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ConfigSummary":
+        data = decode_floats(dict(data))
+        data["config"] = SweepConfig.from_dict(data["config"])
+        for name in ("backprop", "grad_rms", "sparsity"):
+            data[name] = LayerProfile(**data[name])
+        return cls(**data)
+
+
+def fit_decay_factor(signal: Sequence[Value]) -> Value:
+    """Per-layer factor by which the backprop signal shrinks going one layer towards the input.
+
+    Least-squares line through log(signal_l) against the layer index counted from the output
+    (the last hidden layer is 0, the first is depth-1); the factor is exp(slope). 0.25 means
+    every layer passes on a quarter of the signal it receives; 1 means no decay. Layers whose
+    signal is exactly 0 are left out: in a deep sigmoid stack the first layers' gradients
+    underflow float32 (about 1e-38), and the layers still measurable carry the trend. None
+    with fewer than two measurable layers, or when any value is missing or not finite.
+    """
+    values = list(signal)
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    steps_from_output = np.arange(len(values))[::-1]
+    keep = np.asarray(values, dtype=float) > 0
+    if keep.sum() < 2:
+        return None
+    log_signal = np.log(np.asarray(values, dtype=float)[keep])
+    slope = np.polyfit(steps_from_output[keep], log_signal, 1)[0]
+    return float(math.exp(slope))
+
+
+def first_last_ratio(signal: Sequence[Value]) -> Value:
+    """Backprop signal at the first hidden layer over that at the last (tiny: vanishing)."""
+    if not signal or signal[0] is None or signal[-1] is None or signal[-1] == 0:
+        return None
+    return float(signal[0] / signal[-1])
+
+
+def summarize(
+    config: SweepConfig,
+    record: Optional[RunRecord],
+    hidden_layers: list[str],
+    hidden_linears: list[str],
+    metrics: dict[str, Value],
+    steps_done: int,
+    seconds: float,
+    error: Optional[str],
+) -> ConfigSummary:
+    """Gather the per-layer profiles and derived numbers of one trained configuration."""
+    summary = ConfigSummary(config=config, hidden_layers=list(hidden_layers), steps_done=steps_done,
+                            seconds=seconds, error=error, **metrics)
+    if record is None or not record.steps:
+        return summary
+    summary.backprop = _profile(record, "backprop_norm", hidden_layers)
+    summary.grad_rms = _profile(record, "grad_rms", hidden_linears)
+    summary.sparsity = _profile(record, "act_sparsity", hidden_layers)
+    summary.first_last_ratio_init = first_last_ratio(summary.backprop.init)
+    summary.first_last_ratio_final = first_last_ratio(summary.backprop.final)
+    summary.decay_factor_init = fit_decay_factor(summary.backprop.init)
+    summary.decay_factor_final = fit_decay_factor(summary.backprop.final)
+    return summary
+
+
+def _profile(record: RunRecord, stat: str, names: list[str]) -> LayerProfile:
+    first_is_init = record.steps[0] == 0
+    init, final = [], []
+    for name in names:
+        init.append(record.series(stat, name)[0] if first_is_init else None)
+        final.append(record.last(stat, name))
+    return LayerProfile(init=init, final=final)
+
+
+# JSON has no NaN/Inf; a NaN loss is a result worth keeping, so store it as a string.
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def encode_floats(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: encode_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [encode_floats(v) for v in obj]
+    return obj
+
+
+def decode_floats(obj: Any) -> Any:
+    if isinstance(obj, str) and obj in _NONFINITE:
+        return _NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: decode_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode_floats(v) for v in obj]
+    return obj

@@ -1,0 +1,147 @@
+"""The sweep's numbers against theory and against an independent measurement.
+
+The reference below builds the same architecture by hand from the same seed, runs one
+forward/backward with retain_grad on every hidden layer's output and computes the norms
+itself; no gradscope code is involved. Theory (per layer, going backwards, width 64):
+  PyTorch default Linear init draws U(-1/sqrt(n), 1/sqrt(n)), variance 1/(3n), so a layer
+  scales the backward signal by sqrt(1/3) = 0.577 times the activation's derivative:
+  tanh (tanh' ~ 1 near 0) ~0.58, ReLU (half the units pass) 0.577 * sqrt(1/2) ~0.41,
+  sigmoid (sigma' <= 1/4) ~0.14. Kaiming (gain sqrt 2) makes ReLU's factor 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gradscope
+from gradscope.sweep import bundled_task, fit_decay_factor
+
+DATA = bundled_task()
+WIDTH = 64
+
+
+def reference_backprop(activation: str, depth: int, init: str, seed: int = 0, batchnorm: bool = False):
+    """Per-hidden-layer ||dLoss/d(activation output)|| and sparsity, by hand (no gradscope)."""
+    act_cls = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}[activation]
+    torch.manual_seed(seed)
+    linears, norms = [], []
+    fan_in = DATA.X.shape[1]
+    for _ in range(depth):
+        linears.append(nn.Linear(fan_in, WIDTH))
+        norms.append(nn.BatchNorm1d(WIDTH) if batchnorm else nn.Identity())
+        fan_in = WIDTH
+    head = nn.Linear(fan_in, DATA.num_classes)
+    if init == "kaiming":
+        with torch.no_grad():
+            for layer in linears:
+                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+                layer.bias.zero_()
+            nn.init.kaiming_normal_(head.weight, mode="fan_in", nonlinearity="linear")
+            head.bias.zero_()
+    h = torch.from_numpy(DATA.X)
+    outputs = []
+    for linear, norm in zip(linears, norms):
+        h = act_cls()(norm(linear(h)))
+        h.retain_grad()
+        outputs.append(h)
+    F.cross_entropy(head(h), torch.from_numpy(DATA.y)).backward()
+    signal = [float(torch.sqrt((o.grad.double() ** 2).sum())) for o in outputs]
+    sparsity = [float((o == 0).double().mean()) for o in outputs]
+    return signal, sparsity
+
+
+def init_sweep(activations, depths, init="default", norms=("none",)):
+    """One recorded step: step 0's statistics are those of the initial weights."""
+    return gradscope.sweep(activations=activations, depths=depths, init=init, norms=norms, steps=1, workers=1)
+
+
+@pytest.fixture(scope="module")
+def default_depth8():
+    return init_sweep(("sigmoid", "tanh", "relu"), (8,))
+
+
+@pytest.fixture(scope="module")
+def kaiming_depth8():
+    return init_sweep(("sigmoid", "tanh", "relu"), (8,), init="kaiming")
+
+
+def test_sweep_signal_is_the_hand_measured_signal(default_depth8):
+    signal, _ = reference_backprop("sigmoid", 8, "default")
+    measured = default_depth8.summary("sigmoid", 8).backprop.init
+    np.testing.assert_allclose(measured, signal, rtol=1e-4)
+
+
+def test_sigmoid_default_init_decays_by_about_0_14_per_layer(default_depth8):
+    reference = fit_decay_factor(reference_backprop("sigmoid", 8, "default")[0])
+    measured = default_depth8.summary("sigmoid", 8).decay_factor_init
+    assert 0.12 < reference < 0.16  # at most 1/4 from sigma', times sqrt(1/3) from the weight scale
+    assert measured == pytest.approx(reference, rel=0.10)
+
+
+def test_relu_kaiming_keeps_the_factor_near_one(kaiming_depth8):
+    reference = fit_decay_factor(reference_backprop("relu", 8, "kaiming")[0])
+    measured = kaiming_depth8.summary("relu", 8).decay_factor_init
+    assert 0.9 < reference < 1.3
+    assert measured == pytest.approx(reference, rel=0.10)
+
+
+def test_default_init_makes_relu_and_tanh_decay_too(default_depth8):
+    relu = default_depth8.summary("relu", 8).decay_factor_init
+    tanh = default_depth8.summary("tanh", 8).decay_factor_init
+    sigmoid = default_depth8.summary("sigmoid", 8).decay_factor_init
+    assert relu == pytest.approx(math.sqrt(1 / 3) * math.sqrt(1 / 2), rel=0.10)  # ~0.41
+    assert tanh == pytest.approx(math.sqrt(1 / 3), rel=0.10)  # ~0.58
+    assert sigmoid < relu < tanh
+    assert "0.41" in default_depth8.table() and "0.56" in default_depth8.table()  # visible in the table
+
+
+def test_kaiming_first_last_ratio_sigmoid_vanishes_tanh_and_relu_do_not(kaiming_depth8):
+    ratio = {a: kaiming_depth8.summary(a, 8).first_last_ratio_init for a in ("sigmoid", "tanh", "relu")}
+    assert ratio["sigmoid"] < ratio["tanh"] / 100
+    assert ratio["sigmoid"] < ratio["relu"] / 100
+    # tanh and ReLU both keep the signal within a factor 2 over 8 layers. Which of the two is
+    # larger depends on the seed: at He's gain sqrt(2), tanh sits slightly on the chaotic side
+    # (2 * E[tanh'^2] > 1), ReLU exactly at 1, so finite-width noise decides.
+    assert 0.5 < ratio["tanh"] < 2 and 0.5 < ratio["relu"] < 2
+    tanh_factor = kaiming_depth8.summary("tanh", 8).decay_factor_init
+    assert 0.95 < tanh_factor < 1.15
+
+
+@pytest.mark.parametrize("init", ["default", "kaiming"])
+def test_relu_output_sparsity_at_init_is_one_half(init, default_depth8, kaiming_depth8):
+    result = default_depth8 if init == "default" else kaiming_depth8
+    measured = result.summary("relu", 8).sparsity.init
+    _, reference = reference_backprop("relu", 8, init)
+    np.testing.assert_allclose(measured, reference, atol=1e-6)
+    assert np.mean(measured) == pytest.approx(0.5, abs=0.05)
+    assert measured[0] == pytest.approx(0.5, abs=0.05)
+
+
+def test_batchnorm_rescues_a_deep_sigmoid_stack():
+    result = init_sweep(("sigmoid",), (16,), norms=("none", "batchnorm"))
+    plain = result.summary("sigmoid", 16, "none").first_last_ratio_init
+    normed = result.summary("sigmoid", 16, "batchnorm").first_last_ratio_init
+    reference, _ = reference_backprop("sigmoid", 16, "default", batchnorm=True)
+    assert normed == pytest.approx(reference[0] / reference[-1], rel=1e-3)
+    assert normed >= 100 * plain
+
+
+def test_dropout_shrinks_the_train_validation_gap_on_a_small_training_set():
+    # 128 samples (10% noisy labels) are memorised by a 3-layer ReLU net; dropout 0.5 after each
+    # layer keeps it from fitting the noise as confidently. (At depth 1-2 this task's nets
+    # memorise with or without dropout: the effect needs a few noisy layers.)
+    small = bundled_task(n_train=128, n_val=256)
+    result = gradscope.sweep(
+        activations=("relu",), depths=(3,), dropouts=(0.0, 0.5), init="kaiming", steps=200, data=small, workers=1
+    )
+    without = result.summary("relu", 3, dropout=0.0)
+    with_dropout = result.summary("relu", 3, dropout=0.5)
+    assert without.train_accuracy > 0.95  # it memorises the training set, noise included
+    assert with_dropout.generalization_gap < 0.75 * without.generalization_gap
+    assert with_dropout.val_loss < without.val_loss
