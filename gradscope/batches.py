@@ -355,5 +355,8 @@ def _describe_output(value: Any) -> str:
         return f"a dict (keys {keys})"
     if isinstance(value, float) and math.isnan(value):
         return "the float nan"
-    return "None" if value is None else f"a {type(value).__name__}"
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 

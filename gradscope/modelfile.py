@@ -238,7 +238,10 @@ def _read_contract(path: Path, module: types.ModuleType) -> ModelFile:
 def _describe(value: Any) -> str:
     if isinstance(value, type):
         return f"the class {value.__name__}"
-    return f"a {type(value).__name__}" if value is not None else "None"
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _class_name(value: Any) -> str:

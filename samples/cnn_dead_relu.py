@@ -1,6 +1,6 @@
 """A small CNN whose ReLUs are dead: the convolutions' biases start far below zero.
 
-gradscope should find: dead-relu, naming the ReLU after `features.2` (and the later ones):
+gradscope should find: dead-relu. It names the ReLU after `features.2` (and the later ones):
 with a bias of -10 no pre-activation is ever positive, so those channels output 0 for every
 sample, their gradient is exactly 0 and they never recover. The recommendation names the
 layers and suggests LeakyReLU/GELU, Kaiming init, BatchNorm or a lower learning rate.

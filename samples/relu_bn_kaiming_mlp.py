@@ -1,6 +1,6 @@
 """The deep MLP of deep_sigmoid_mlp.py, fixed: Linear -> BatchNorm1d -> ReLU with Kaiming init.
 
-gradscope should find: no warning and no error (a healthy run). ReLU's derivative is 1 where
+gradscope should find: nothing at warning or error level (a healthy run). ReLU's derivative is 1 where
 it is active, BatchNorm re-centres and re-scales every layer's input, and Kaiming init keeps
 the signal's variance constant along depth, so the gradient reaches the first layer intact.
 

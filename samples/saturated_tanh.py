@@ -1,7 +1,7 @@
 """A tanh MLP whose weights are scaled x6: most tanh outputs sit at +-1, where tanh' ~ 0.
 
-gradscope should find: saturation, naming the tanh layers (often also vanishing-gradients,
-since a saturated tanh passes almost no gradient back). Recommended: normalize inputs,
+gradscope should find: saturation. It names the tanh layers (a saturated tanh passes almost
+no gradient back, so deeper variants also show vanishing-gradients). Recommended: normalize inputs,
 Xavier init (no extra scaling), BatchNorm before the activation, or a ReLU-family activation.
 
 Run:  gradscope analyze samples/saturated_tanh.py

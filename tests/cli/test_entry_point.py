@@ -1,0 +1,59 @@
+"""The installed `gradscope` console script and the bundled hook-API sample, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+
+from .conftest import SAMPLES
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.tags.append(tag)
+
+
+@pytest.mark.skipif(shutil.which("gradscope") is None, reason="the package is not installed (pip install -e .)")
+def test_readme_main_command(tmp_path):
+    """`gradscope analyze samples/deep_sigmoid_mlp.py --html report.html`, from another folder."""
+    result = subprocess.run(
+        ["gradscope", "analyze", str(SAMPLES / "deep_sigmoid_mlp.py"), "--html", "report.html"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr  # vanishing gradients is an error finding
+    assert "[vanishing-gradients]" in result.stdout
+    assert result.stderr.strip() == "Wrote report.html"  # stderr is not a terminal: no progress bar
+    parser = _Tags()
+    parser.feed((tmp_path / "report.html").read_text())
+    assert "table" in parser.tags and "img" in parser.tags
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+@pytest.mark.skipif(shutil.which("gradscope") is None, reason="the package is not installed (pip install -e .)")
+def test_user_error_through_the_console_script(tmp_path):
+    result = subprocess.run(
+        ["gradscope", "analyze", "nowhere.py"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: Model file 'nowhere.py' does not exist.")
+
+
+def test_watch_training_sample_prints_the_per_layer_table():
+    result = subprocess.run(
+        [sys.executable, str(SAMPLES / "watch_training.py")], env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Per-layer statistics" in result.stdout
+    assert "[vanishing-gradients]" in result.stdout  # the 6-layer sigmoid MLP shows the textbook finding
