@@ -190,6 +190,17 @@ def test_huge_learning_rate_gives_huge_updates(data):
     assert set(finding.layers) == {"0", "2"}
 
 
+def test_zero_initialised_layers_are_not_huge_updates(data):
+    torch.manual_seed(0)
+    model = stack([16, 32, 32, 4], nn.ReLU)
+    with torch.no_grad():
+        model[4].weight.zero_()  # a zero-initialised head: its relative change is undefined at first
+        model[4].bias.zero_()
+    record = train(model, batches(*data, 32, 4), optimizer=torch.optim.Adam(model.parameters(), lr=1e-3))
+    assert record.series("weight_norm", "4")[0] == 0.0 and record.series("update_ratio", "4")[1] > 0.1
+    assert "update-ratio-high" not in gradscope.diagnose(record).codes()
+
+
 # ---- overfitting ----------------------------------------------------------------------------------------------
 
 

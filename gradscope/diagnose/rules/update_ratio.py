@@ -28,8 +28,11 @@ class UpdateRatio(Rule):
         ratios: dict[str, float] = {}
         for info in record.modules:
             value = median_of(record, "update_ratio", info.name)
-            if value is not None and points(record, "grad_norm", info.name):
-                ratios[info.name] = value  # layers without any gradient belong to the no-gradient rule
+            if value is None or not points(record, "grad_norm", info.name):
+                continue  # layers without any gradient belong to the no-gradient rule
+            if _started_at_zero(record, info.name):
+                continue  # zero-initialised (a bias-only head, a zero-init residual branch): no scale to compare with
+            ratios[info.name] = value
         low = {n: v for n, v in ratios.items() if v < settings["low"]}
         high = {n: v for n, v in ratios.items() if v > settings["high"]}
         findings = []
@@ -86,6 +89,11 @@ class UpdateRatio(Rule):
                 )
             )
         return findings
+
+
+def _started_at_zero(record: RunRecord, name: str) -> bool:
+    weights = points(record, "weight_norm", name)
+    return bool(weights) and weights[0][1] == 0.0
 
 
 def _param_group_snippet(record: RunRecord, modules: list[ModuleInfo]) -> str:
