@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import click
 
-from gradscope.diagnose import Diagnosis
+from gradscope.diagnose import Diagnosis, Finding
+from gradscope.diagnose.engine import SKIPPED
 from gradscope.diagnose.finding import severity_rank
 from gradscope.errors import GradscopeError
 from gradscope.outputs import OutputPaths, display_path, write_rendered
@@ -54,16 +55,19 @@ def run_guarded(debug: bool, body: Callable[[], int]) -> None:
 
 
 def exit_code_for(diagnosis: Diagnosis, fail_on: str) -> int:
-    if fail_on == "never":
-        return EXIT_OK
-    return EXIT_FINDINGS if diagnosis.at_least(fail_on) else EXIT_OK
+    return EXIT_FINDINGS if findings_at_or_above(diagnosis, fail_on) else EXIT_OK
 
 
-def findings_at_or_above(findings, fail_on: str) -> bool:
+def findings_at_or_above(findings: Iterable[Finding], fail_on: str) -> bool:
+    """Whether a finding about the model reaches `fail_on`.
+
+    "This rule could not run" notes (e.g. no val_loss for the overfitting rule) say nothing about
+    the model, so they never fail a run; otherwise `--fail-on info` would fail every run.
+    """
     if fail_on == "never":
         return False
     rank = severity_rank(fail_on)
-    return any(severity_rank(f.severity) >= rank for f in findings)
+    return any(severity_rank(f.severity) >= rank and f.code != SKIPPED for f in findings)
 
 
 def output_options(command: Callable) -> Callable:

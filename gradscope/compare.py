@@ -40,6 +40,7 @@ class Comparison:
     label_a: str
     label_b: str
     rows: list[LayerRow]
+    signal_ratios: tuple[Optional[float], Optional[float]] = (None, None)  # first/last layer backprop, A and B
     fixed: list[Finding] = field(default_factory=list)  # in A, not in B (by code)
     introduced: list[Finding] = field(default_factory=list)  # in B, not in A
     remaining: list[Finding] = field(default_factory=list)  # in both (B's finding)
@@ -57,6 +58,7 @@ def compare_runs(
         label_a=label_a,
         label_b=label_b,
         rows=rows,
+        signal_ratios=(signal_ratio(a), signal_ratio(b)),
         fixed=_first_per_code(f for f in diagnosis_a if f.code not in codes_b),
         introduced=_first_per_code(f for f in diagnosis_b if f.code not in codes_a),
         remaining=_first_per_code(f for f in diagnosis_b if f.code in codes_a),
@@ -70,7 +72,7 @@ def align_layers(
     if [m.name for m in a] == [m.name for m in b] and [m.type for m in a] == [m.type for m in b]:
         return list(zip(a, b))
     pairs: list[tuple[Optional[ModuleInfo], Optional[ModuleInfo]]] = []
-    matcher = difflib.SequenceMatcher(a=[m.type for m in a], b=[m.type for m in b], autojunk=False)
+    matcher = difflib.SequenceMatcher(a=[_role(m) for m in a], b=[_role(m) for m in b], autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             pairs.extend(zip(a[i1:i2], b[j1:j2]))
@@ -78,6 +80,20 @@ def align_layers(
             pairs.extend((m, None) for m in a[i1:i2])
             pairs.extend((None, m) for m in b[j1:j2])
     return pairs
+
+
+def _role(module: ModuleInfo) -> str:
+    """What a layer does in the stack: activations are interchangeable (Sigmoid -> ReLU is the usual fix)."""
+    return "activation" if module.activation else module.type
+
+
+def signal_ratio(record: RunRecord) -> Optional[float]:
+    """Backprop signal at the first layer over that at the last (forward order): 1 is no decay."""
+    values = [record.last("backprop_norm", m.name) for m in record.modules if m.name in record.layer_stats]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if len(values) < 2 or values[-1] == 0:
+        return None
+    return values[0] / values[-1]
 
 
 def render_comparison(comparison: Comparison) -> str:
@@ -95,6 +111,9 @@ def render_comparison(comparison: Comparison) -> str:
         f"Comparing {a} and {b} (last recorded step of each; '-' = not measured for that layer)",
         "",
         tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True),
+        "",
+        "Backprop signal at the first layer / at the last layer (1 = no decay): "
+        f"{_fmt(comparison.signal_ratios[0], 'sci')} in {a} -> {_fmt(comparison.signal_ratios[1], 'sci')} in {b}",
         "",
     ]
     lines += _finding_section(f"Fixed (found in {a}, not in {b})", comparison.fixed)

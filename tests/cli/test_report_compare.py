@@ -81,6 +81,13 @@ def test_fail_on_levels(gradscope_cli, before_after):
     assert codes == {"info": 1, "warning": 1, "error": 1, "never": 0}
 
 
+def test_a_rule_that_could_not_run_does_not_fail_the_run(gradscope_cli, before_after):
+    _, relu_bn = before_after  # healthy; only the note that overfitting was not checked (no val_loss)
+    outcome = gradscope_cli("report", relu_bn, "--fail-on", "info")
+    assert "overfitting were not checked" in outcome.stdout.replace("\n", " ")
+    assert outcome.exit_code == 0
+
+
 def test_compare_before_and_after_batchnorm(gradscope_cli, before_after):
     sigmoid, relu_bn = before_after
     outcome = gradscope_cli("compare", sigmoid, relu_bn)
@@ -94,6 +101,10 @@ def test_compare_before_and_after_batchnorm(gradscope_cli, before_after):
     assert rows[0].split()[:4] == ["0", "Linear", "0", "Linear"]
     assert any(line.split()[:3] == ["-", "1", "BatchNorm1d"] for line in rows)
     assert not any("Sigmoid" in line and "BatchNorm1d" in line for line in rows)
+    assert any(line.split()[:4] == ["1", "Sigmoid", "2", "ReLU"] for line in rows)  # activations face each other
+    ratio_line = next(line for line in text.splitlines() if line.startswith("Backprop signal at the first layer"))
+    before, after = (float(part.split()[0]) for part in ratio_line.split(": ")[1].split(" -> "))
+    assert before < 1e-5 < 0.1 < after  # the chain-rule decay is gone
 
 
 def test_compare_fail_on_introduced_findings(gradscope_cli, before_after):
