@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -88,7 +89,10 @@ def analyze_command(
         thresholds = gradscope.load_config(config_path)  # a bad YAML fails now, not after training
         outputs = OutputPaths.from_options(json_path, html_path, png_dir)
         outputs.check_writable()
-        with _progress(steps, enabled=not quiet and stderr_is_terminal()) as advance:
+        # The model file's own print() calls go to stderr, so stdout is exactly the report (pipeable).
+        with _progress(steps, enabled=not quiet and stderr_is_terminal()) as advance, contextlib.redirect_stdout(
+            sys.stderr
+        ):
             record = analyze_file(model_file, config, progress=advance)
         diagnosis = gradscope.diagnose(record, thresholds)
         report = render_text(record, diagnosis)  # rendered before any file is written

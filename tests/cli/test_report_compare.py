@@ -128,3 +128,16 @@ def test_saved_findings_are_plain_json(before_after):
     data = json.loads(before_after[0].read_text())
     vanishing = next(f for f in data["findings"] if f["code"] == "vanishing-gradients")
     assert vanishing["severity"] == "error" and "0" in vanishing["layers"]
+
+
+def test_prints_in_the_model_file_go_to_stderr(gradscope_cli, model_file):
+    path = model_file(
+        TINY_MODEL
+        + """
+    print("loading my model")
+    """
+    )
+    outcome = gradscope_cli("analyze", path, *FAST)
+    assert outcome.exit_code == 0
+    assert outcome.stdout.startswith("gradscope report:")  # stdout is exactly the report
+    assert "loading my model" in outcome.stderr
