@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 

@@ -166,7 +166,7 @@ def test_tanh_with_weights_times_six_saturates(data):
     assert finding.layers == ["1", "3", "5"]
     assert all(v > 0.3 for v in finding.evidence["saturated_fraction"].values())
     assert "xavier_uniform_" in finding.snippet and "BatchNorm1d" in finding.snippet
-    assert "Normalise the inputs" in finding.recommendation
+    assert "standardised" in finding.recommendation and "x_train.mean(0)" in finding.snippet
 
 
 # ---- update ratio ------------------------------------------------------------------------------------------

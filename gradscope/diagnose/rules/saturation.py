@@ -46,8 +46,8 @@ class Saturation(Rule):
         inputs_suspect = bool(feeding) and first_layer is not None and feeding[0].name == first_layer.name
         if inputs_suspect:
             advice.append(
-                f"Normalise the inputs (zero mean, unit variance per feature): `{names[0]}` saturates right after "
-                f"the first layer `{first_layer.name}`."
+                f"`{names[0]}` saturates right after the first layer `{first_layer.name}`: if the inputs are not "
+                "standardised (zero mean, unit variance per feature), do that first."
             )
         if pairs:
             advice.append(f"Add BatchNorm after {name_list([p[0].name for p in pairs])}, before the activation.")

@@ -39,30 +39,7 @@ class UpdateRatio(Rule):
         steps = [s for s in record.steps if s not in set(record.skipped_steps)]
         evidence = {"low": settings["low"], "high": settings["high"]}
         if low:
-            modules = [record.module(n) for n in low]
-            findings.append(
-                Finding(
-                    code="update-ratio-low",
-                    severity="warning",
-                    title=f"Tiny updates in {len(low)} layer(s): ||update||/||weight|| down to {compact(min(low.values()))}",
-                    message=(
-                        f"Each optimizer step changes {name_list(list(low))} by a median of "
-                        + ", ".join(compact(v) for v in list(low.values())[:6])
-                        + f" of their weight norm, below {compact(settings['low'])} (healthy is around 1e-3): "
-                        "these layers barely train, because the learning rate is too low for them or almost no "
-                        "gradient reaches them."
-                    ),
-                    recommendation=(
-                        "Raise the learning rate (try 10x), or give these layers their own parameter group with a "
-                        "larger learning rate; if their gradients are tiny too, fix the gradient flow first (see "
-                        "the vanishing-gradient and dead-unit findings)."
-                    ),
-                    snippet=_param_group_snippet(record, modules),
-                    layers=list(low),
-                    steps=steps,
-                    evidence={"median_update_ratio": low, **evidence},
-                )
-            )
+            findings.append(self._low(record, low, settings, steps, evidence))
         if high:
             findings.append(
                 Finding(
@@ -89,6 +66,46 @@ class UpdateRatio(Rule):
                 )
             )
         return findings
+
+
+    def _low(self, record: RunRecord, low: dict[str, float], settings: Mapping[str, Any], steps: list[int], evidence: dict) -> Finding:
+        # A gradient of exactly 0 (dead units above, or no path to the loss) is not a learning-rate problem.
+        stalled = [n for n in low if median_of(record, "grad_norm", n) == 0]
+        message = (
+            f"Each optimizer step changes {name_list(list(low))} by a median of "
+            + ", ".join(compact(v) for v in list(low.values())[:6])
+            + f" of their weight norm, below {compact(settings['low'])} (healthy is around 1e-3): these layers "
+            "barely train."
+        )
+        if stalled:
+            message += (
+                f" {name_list(stalled)} get a gradient of exactly 0, so no learning rate would move them: "
+                "units after them are dead or cut off from the loss."
+            )
+        if len(stalled) < len(low):
+            message += " For the others the learning rate is too low, or too little gradient reaches them."
+        if len(stalled) == len(low):
+            recommendation = (
+                "Fix the gradient flow first (see the dead-unit and vanishing-gradient findings); the learning "
+                "rate is not the cause here."
+            )
+        else:
+            recommendation = (
+                "Raise the learning rate (try 10x), or give these layers their own parameter group with a larger "
+                "learning rate; if their gradients are tiny too, fix the gradient flow first (see the "
+                "vanishing-gradient and dead-unit findings)."
+            )
+        return Finding(
+            code="update-ratio-low",
+            severity="warning",
+            title=f"Tiny updates in {len(low)} layer(s): ||update||/||weight|| down to {compact(min(low.values()))}",
+            message=message,
+            recommendation=recommendation,
+            snippet="" if len(stalled) == len(low) else _param_group_snippet(record, [record.module(n) for n in low if n not in stalled]),
+            layers=list(low),
+            steps=steps,
+            evidence={"median_update_ratio": low, "zero_gradient_layers": stalled, **evidence},
+        )
 
 
 def _started_at_zero(record: RunRecord, name: str) -> bool:
