@@ -30,9 +30,9 @@ from torch.utils._pytree import tree_leaves
 
 from . import __version__
 from .errors import GradscopeError
-from .model_tree import WatchedModule, saturation_counter, select_modules, unwrap
+from .model_tree import NONNEGATIVE, WatchedModule, saturation_counter, select_modules, unwrap
 from .record import HookError, ModuleInfo, RunMeta, RunRecord
-from .stats import StepAccumulator, StepValues
+from .stats import SAMPLING_NOTE, StepAccumulator, StepValues, sample
 
 
 def _inert_hook(*args: Any, **kwargs: Any) -> None:
@@ -227,6 +227,7 @@ class Watcher:
     def _forward_hook_for(self, w: WatchedModule) -> Callable[[nn.Module, Any, Any], None]:
         module_ref = weakref.ref(w.module)
         count_saturated = saturation_counter(w.module, w.activation)
+        nonnegative = w.activation in NONNEGATIVE
 
         def on_forward(module: nn.Module, args: Any, output: Any) -> None:
             if module is not module_ref() or not torch.is_grad_enabled():
@@ -246,7 +247,7 @@ class Watcher:
                 self._last_layout = w.layout
             if self.activations:
                 unit_dim = (1 if layout == "first" else out.dim() - 1) if out.dim() >= 2 else None
-                self._accumulator.add_activation(w.name, out, unit_dim, count_saturated)
+                self._accumulator.add_activation(w.name, out, unit_dim, count_saturated, nonnegative)
             if self.gradients and out.requires_grad:
                 name = w.name
                 hook = _Hook(self._guarded(f"backprop:{name}", lambda grad: self._on_output_grad(name, grad)))
@@ -286,13 +287,13 @@ class Watcher:
         named, weights = self._current_gradients()
         self._accumulator.add_gradients(named, weights)
         if self.update_ratio and named:
-            # A copy of the weights, so the post-step hook can measure the update the step made.
-            detached = [w.detach() for w in weights]
-            self._before_step = ([n for n, _ in named], detached, torch._foreach_mul(detached, 1.0))
+            # A copy of (a sample of) the weights, so the post-step hook can measure the update.
+            samples = [sample(w.detach()) for w in weights]
+            self._before_step = ([n for n, _ in named], samples, [s.clone() for s in samples])
 
     def _on_optimizer_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._before_step is not None:
-            names, after, before = self._before_step  # `after`: the same tensors, updated in place
+            names, after, before = self._before_step  # `after`: views of the weights, updated in place
             self._before_step = None
             torch._foreach_sub_(before, after)
             self._accumulator.add_updates(names, before)
@@ -400,6 +401,8 @@ class Watcher:
             for _, w in ranked
         ]
         self._record.hook_errors = list(self._hook_errors.values())
+        if SAMPLING_NOTE not in self._record.meta.notes:
+            self._record.meta.notes.append(SAMPLING_NOTE)
         if self.optimizer is None:
             note = "Gradients were read after each backward (no optimizer given): update_ratio is unavailable."
             if note not in self._record.meta.notes:

@@ -21,6 +21,71 @@ import torch
 Value = Optional[float]
 _F32 = torch.float32
 
+# Counting on a CPU (`count_nonzero`, comparisons, `abs`) costs 10-30x a fused sum or norm, so
+# counts and |g| sums of large tensors are taken on a sample: every k-th slice along the first
+# dimension (samples of a batch, output units of a weight), contiguous in memory, about
+# SAMPLE_SIZE entries. Tensors up to EXACT_LIMIT entries are always counted in full. The
+# statistics this affects say so in statdefs and in every record's meta.notes.
+EXACT_LIMIT = 1 << 15
+SAMPLE_SIZE = 1 << 14
+SAMPLING_NOTE = (
+    f"act_sparsity, act_saturation, grad_mean_abs, grad_zero_frac and update_ratio of tensors with more than "
+    f"{EXACT_LIMIT} entries are estimated on every k-th slice along the first dimension (batch samples, "
+    f"output units), about {SAMPLE_SIZE} entries; all other statistics are exact."
+)
+
+
+def sample_step(shape: tuple[int, ...]) -> int:
+    """k for `sample`: 1 (everything) for small tensors."""
+    numel = math.prod(shape)
+    if numel <= EXACT_LIMIT or not shape:
+        return 1
+    return min(-(-numel // SAMPLE_SIZE), shape[0])
+
+
+def sample(t: torch.Tensor) -> torch.Tensor:
+    """Every k-th slice along dim 0: a view whose slices are contiguous, so it reads fast."""
+    k = sample_step(tuple(t.shape))
+    return t if k == 1 else t[::k]
+
+
+def _units_2d(t: torch.Tensor, unit_dim: int) -> Optional[torch.Tensor]:
+    """A (rows, units) view of `t` when the units are its innermost axis in memory."""
+    if unit_dim == t.dim() - 1 and t.is_contiguous():
+        return t.reshape(-1, t.shape[-1])
+    if t.dim() == 4 and unit_dim == 1 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    return None
+
+
+def per_unit_sum(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """Sum over everything but the unit axis, as float32, without a transposed copy."""
+    flat = _units_2d(t, unit_dim)
+    if flat is not None:
+        return flat.sum(0, dtype=_F32)
+    if unit_dim == 1:  # (N, C, *spatial), contiguous: reduce the contiguous spatial block first
+        return t.reshape(t.shape[0], t.shape[1], -1).sum(-1, dtype=_F32).sum(0)
+    return t.sum([d for d in range(t.dim()) if d != unit_dim], dtype=_F32)
+
+
+def per_unit_peak(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """|max| + |min| per unit: 0 exactly when every entry of the unit is 0."""
+    flat = _units_2d(t, unit_dim)
+    if flat is not None:
+        high, low = flat.amax(0), flat.amin(0)
+    elif unit_dim == 1:  # (N, C, *spatial); aminmax(dim=-1) is several times slower than these two
+        blocks = t.reshape(t.shape[0], t.shape[1], -1)
+        high, low = blocks.amax(-1).amax(0), blocks.amin(-1).amin(0)
+    else:
+        dims = [d for d in range(t.dim()) if d != unit_dim]
+        high, low = t.amax(dims), t.amin(dims)
+    return high.float().abs_() + low.float().abs_()
+
+
+def count_nonzero_fast(t: torch.Tensor) -> torch.Tensor:
+    """Number of nonzero entries of a float tensor, via sign (vectorised), not count_nonzero."""
+    return t.sign().abs_().sum(dtype=_F32)
+
 
 @dataclass
 class _LayerWindow:
@@ -30,6 +95,7 @@ class _LayerWindow:
     numel: int = 0
     batch: int = 0
     eval_calls: int = 0
+    sampled: int = 0  # entries in the sparsity/saturation samples
     units: Optional[int] = None  # None: no unit axis, or calls disagreed on it
     saturating: bool = False
 
@@ -47,6 +113,7 @@ class StepAccumulator:
     layers: dict[str, _LayerWindow] = field(default_factory=lambda: defaultdict(_LayerWindow))
     steps_in_window: int = 0
     param_numel: dict[str, int] = field(default_factory=dict)
+    param_sampled: dict[str, int] = field(default_factory=dict)  # entries in the |g| / zero samples
     params_with_grad: list[str] = field(default_factory=list)
     # tensors needed for the follow-up count of non-finite gradient entries (rare path)
     grads_for_nonfinite: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -62,6 +129,7 @@ class StepAccumulator:
         output: torch.Tensor,
         unit_dim: Optional[int],
         count_saturated: Optional[Callable[[torch.Tensor], torch.Tensor]],
+        nonnegative: bool = False,
     ) -> None:
         out = output.detach()
         window = self.layers[name]
@@ -70,31 +138,35 @@ class StepAccumulator:
         window.batch += out.shape[0] if out.dim() > 0 else 1
         if out.numel() == 0:
             return
-        if unit_dim is not None and out.dim() >= 2:
-            # One pass gives both the per-unit "fired" counts (dead units) and the zero count.
-            reduce_dims = [d for d in range(out.dim()) if d != unit_dim]
-            fired = torch.count_nonzero(out, dim=reduce_dims)
-            self._track_units(name, window, fired)
-            nonzero = fired.sum()
+        # Each reduction is one fused pass over the (still cached) output, with no temporaries.
+        has_units = unit_dim is not None and out.dim() >= 2
+        if has_units and nonnegative:
+            # Per-unit sums give both the total and the dead units (sum 0 <=> all 0): one pass.
+            unit_sums = per_unit_sum(out, unit_dim)
+            self.queue("act_sum", name, unit_sums.sum())
+            self._track_units(name, window, unit_sums)
         else:
-            window.units = None
-            nonzero = torch.count_nonzero(out)
-        self.queue("act_nonzero", name, nonzero)
-        self.queue("act_sum", name, out.sum(dtype=_F32))
-        # sum of squares via the norm: fused, no temporary the size of the output
+            self.queue("act_sum", name, out.sum(dtype=_F32))
+            if has_units:
+                self._track_units(name, window, per_unit_peak(out, unit_dim))
+            else:
+                window.units = None
         self.queue("act_norm", name, torch.linalg.vector_norm(out, dtype=_F32))
+        part = sample(out)
+        window.sampled += part.numel()
+        self.queue("act_nonzero", name, count_nonzero_fast(part))
         if count_saturated is not None:
             window.saturating = True
-            self.queue("act_saturated", name, count_saturated(out))
+            self.queue("act_saturated", name, count_saturated(part))
 
-    def _track_units(self, name: str, window: _LayerWindow, fired: torch.Tensor) -> None:
-        units = fired.numel()
+    def _track_units(self, name: str, window: _LayerWindow, peak: torch.Tensor) -> None:
+        units = peak.numel()
         if window.calls == 1:
             window.units = units
         elif window.units != units:
             window.units = None  # a reused module saw different widths: dead units are undefined
         if window.units is not None:
-            self.per_unit[name].append(fired)
+            self.per_unit[name].append(peak)
 
     def add_eval_call(self, name: str) -> None:
         self.layers[name].eval_calls += 1
@@ -105,26 +177,35 @@ class StepAccumulator:
 
     # ---- gradients and weights (at the optimizer step) ------------------------------------
     def add_gradients(self, named: list[tuple[str, torch.Tensor]], weights: list[torch.Tensor]) -> None:
-        """All parameters' gradients at once: four fused multi-tensor passes, no per-layer ops."""
+        """All parameters' gradients at once: fused multi-tensor norms, small ops on samples."""
         if not named:
             return
         names = [n for n, _ in named]
         grads = [_dense(g) for _, g in named]
         self.params_with_grad.extend(names)
+        samples = []
         for n, g in zip(names, grads):
             self.param_numel[n] = g.numel()
-        for kind, values in (
-            ("grad_norm", torch._foreach_norm(grads, 2, dtype=_F32)),
-            ("grad_l1", torch._foreach_norm(grads, 1, dtype=_F32)),
-            ("grad_max", torch._foreach_norm(grads, math.inf, dtype=_F32)),
-            ("grad_nonzero", torch._foreach_norm(grads, 0, dtype=_F32)),
-            ("weight_norm", torch._foreach_norm([_dense(w.detach()) for w in weights], 2, dtype=_F32)),
-        ):
-            for n, v in zip(names, values):
-                self.queue(kind, n, v)
+            part = sample(g)
+            self.param_sampled[n] = part.numel()
+            samples.append(part)
+        abs_samples = torch._foreach_abs(samples)
+        for n, v in zip(names, torch._foreach_norm(grads, 2, dtype=_F32)):
+            self.queue("grad_norm", n, v)
+        for n, v in zip(names, torch._foreach_norm([_dense(w.detach()) for w in weights], 2, dtype=_F32)):
+            self.queue("weight_norm", n, v)
+        for n, g, a in zip(names, grads, abs_samples):
+            low, high = torch.aminmax(g)  # one pass, no temporary, unlike abs().max()
+            self.queue("grad_high", n, high)
+            self.queue("grad_low", n, low)
+            self.queue("grad_l1", n, a.sum(dtype=_F32))
+        torch._foreach_sign_(abs_samples)
+        for n, a in zip(names, abs_samples):
+            self.queue("grad_nonzero", n, a.sum(dtype=_F32))
         self.grads_for_nonfinite = dict(zip(names, grads))
 
     def add_updates(self, names: list[str], deltas: list[torch.Tensor]) -> None:
+        """Norms of (sampled) weight changes; `deltas` are taken on the slices `sample` picks."""
         if names:
             for n, v in zip(names, torch._foreach_norm(deltas, 2, dtype=_F32)):
                 self.queue("update_norm", n, v)
@@ -155,7 +236,7 @@ class StepAccumulator:
             if window.units is None or not counts:
                 continue
             total = counts[0] if len(counts) == 1 else torch.stack(counts).sum(0)
-            keys.append(("act_dead", name))
+            keys.append(("act_dead", name))  # units whose peak |output| summed over calls is 0
             chunks.append((total == 0).sum().reshape(1))
             dead_names.append(name)
         host = _to_host(chunks)
@@ -164,6 +245,7 @@ class StepAccumulator:
             values.add(kind, name, value)
         values.layers = dict(self.layers)
         values.param_numel = dict(self.param_numel)
+        values.param_sampled = dict(self.param_sampled)
         values.params_with_grad = list(self.params_with_grad)
         self._count_nonfinite(values)
         return values
@@ -189,6 +271,7 @@ class StepValues:
     squares: dict[str, float] = field(default_factory=dict)  # backprop: sum of squared norms
     layers: dict[str, _LayerWindow] = field(default_factory=dict)
     param_numel: dict[str, int] = field(default_factory=dict)
+    param_sampled: dict[str, int] = field(default_factory=dict)
     params_with_grad: list[str] = field(default_factory=list)
     nonfinite: dict[str, float] = field(default_factory=dict)
 
@@ -215,12 +298,13 @@ class StepValues:
         mean = total / n
         mean_square = self.sums["act_norm"][name] / n
         finite = math.isfinite(total) and math.isfinite(mean_square)
-        stats["act_sparsity"] = 1.0 - self.sums["act_nonzero"][name] / n
+        sampled = window.sampled
+        stats["act_sparsity"] = 1.0 - self.sums["act_nonzero"][name] / sampled
         stats["act_mean"] = mean
         stats["act_std"] = math.sqrt(max(mean_square - mean * mean, 0.0)) if finite else math.nan
         stats["act_nonfinite"] = 0.0 if finite else 1.0
         if window.saturating:
-            stats["act_saturation"] = self.sums["act_saturated"][name] / n
+            stats["act_saturation"] = self.sums["act_saturated"][name] / sampled
         dead = self.sums["act_dead"].get(name)
         if dead is not None and window.units:
             stats["act_dead_frac"] = dead / window.units
@@ -241,17 +325,19 @@ class StepValues:
         numel = sum(self.param_numel[n] for n in names)
         grad_sq = sum(s["grad_norm"][n] ** 2 for n in names)
         weight_sq = sum(s["weight_norm"][n] ** 2 for n in names)
+        # Sampled sums are scaled up to the whole parameter before parameters are combined.
+        scale = {n: self.param_numel[n] / self.param_sampled[n] for n in names}
         stats: dict[str, Value] = {
             "grad_norm": math.sqrt(grad_sq),
             "grad_rms": math.sqrt(grad_sq / numel) if numel else None,
-            "grad_mean_abs": sum(s["grad_l1"][n] for n in names) / numel if numel else None,
-            "grad_max": max(s["grad_max"][n] for n in names),
+            "grad_mean_abs": sum(s["grad_l1"][n] * scale[n] for n in names) / numel if numel else None,
+            "grad_max": max(max(s["grad_high"][n], -s["grad_low"][n]) for n in names),
             "grad_nonfinite": sum(self.nonfinite.get(n, 0.0) for n in names),
-            "grad_zero_frac": 1.0 - sum(s["grad_nonzero"][n] for n in names) / numel if numel else None,
+            "grad_zero_frac": 1.0 - sum(s["grad_nonzero"][n] * scale[n] for n in names) / numel if numel else None,
             "weight_norm": math.sqrt(weight_sq),
         }
         if all(n in s["update_norm"] for n in names):
-            update_sq = sum(s["update_norm"][n] ** 2 for n in names)
+            update_sq = sum(s["update_norm"][n] ** 2 * scale[n] for n in names)
             stats["update_ratio"] = math.sqrt(update_sq) / math.sqrt(weight_sq) if weight_sq > 0 else None
         return stats
 
