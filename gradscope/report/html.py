@@ -17,7 +17,7 @@ from typing import Optional
 
 from ..diagnose.finding import Diagnosis
 from ..record import RunRecord
-from .markup import Figure, Markup, Section, Table, element, escape, join, paragraphs, render_page
+from .markup import Figure, Markup, Section, Table, element, escape, inline_code, join, paragraphs, render_page
 from .output import write_report_file
 from .page import FindingView, ReportPage, build_report_page
 from .plots import RenderedFigure
@@ -53,8 +53,12 @@ def write_html(
 
 def report_sections(page: ReportPage) -> list[Section]:
     return [
-        Section("Verdict", element("p", page.verdict.sentence), anchor="verdict",
-                css_class=f"verdict sev-{page.verdict.severity}"),
+        Section(
+            "Verdict",
+            element("p", inline_code(page.verdict.sentence)),
+            anchor="verdict",
+            css_class=f"verdict sev-{page.verdict.severity}",
+        ),
         Section("Findings", _findings_html(page.findings), anchor="findings"),
         _figures_section(page),
         _layers_section(page),
@@ -69,14 +73,13 @@ def _findings_html(findings: list[FindingView]) -> Markup:
 
 
 def _finding_html(finding: FindingView) -> Markup:
-    heading = element(
-        "h3",
-        join([element("span", finding.severity, class_=f"badge sev-{finding.severity}"), escape(finding.title),
-              element("span", f"[{finding.code}]", class_="code")], " "),
-    )
+    badge = element("span", finding.severity, class_=f"badge sev-{finding.severity}")
+    code = element("span", f"[{finding.code}]", class_="code")
+    heading = element("h3", join([badge, inline_code(finding.title), code], " "))
     parts = [heading, paragraphs(finding.message)]
     if finding.recommendation:
-        parts.append(element("p", join([element("strong", "What to change:"), escape(finding.recommendation)], " ")))
+        advice = join([element("strong", "What to change:"), inline_code(finding.recommendation)], " ")
+        parts.append(element("p", advice))
     if finding.snippet:
         parts.append(element("pre", element("code", finding.snippet)))
     if finding.layers:
@@ -111,22 +114,25 @@ def _layers_section(page: ReportPage) -> Section:
     rows, classes = [], []
     for layer in page.layers:
         kind = f"{layer.type} ({layer.activation})" if layer.activation else layer.type
-        links = join([element("a", code, href=f"#{anchors[code]}") for code in layer.finding_codes if code in anchors], ", ")
+        codes = [code for code in layer.finding_codes if code in anchors]
+        links = join([element("a", code, href=f"#{anchors[code]}") for code in codes], ", ")
         rows.append([layer.index, element("code", layer.name), kind, layer.num_params, *layer.values, links])
         classes.append({"error": "flagged-error", "warning": "flagged"}.get(layer.worst or "", ""))
     table = Table(headings, rows, column_notes=notes, row_classes=classes,
                   caption=f"{len(rows)} modules in forward order; numbers are medians over the recorded steps. "
                           "Click a column heading to sort.")
     glossary = join(join([element("dt", c.stat), element("dd", c.definition)]) for c in page.columns)
-    body = element("details", join([element("summary", "What the columns mean"), element("dl", glossary, class_="glossary")]))
+    explained = [element("summary", "What the columns mean"), element("dl", glossary, class_="glossary")]
+    body = element("details", join(explained))
     return Section("Per-layer statistics", body, tables=[table], anchor="layers")
 
 
 def _run_section(page: ReportPage) -> Section:
-    tables = [Table(["item", "value"], [[k, v] for k, v in page.run_info], sortable=False)]
+    tables = [Table(["item", "value"], [[k, v] for k, v in page.run_info], sortable=False, css_class="kv")]
     if page.options:
-        tables.append(Table(["option", "value"], [[k, v] for k, v in page.options], caption="Options the run was made with",
-                            sortable=False))
+        options = [[k, v] for k, v in page.options]
+        tables.append(Table(["option", "value"], options, caption="Options the run was made with", sortable=False,
+                            css_class="kv"))
     body = Markup("")
     if page.notes:
         body = element("ul", join(element("li", note) for note in page.notes))

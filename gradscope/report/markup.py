@@ -46,17 +46,27 @@ def element(name: str, content: Content = "", **attributes: object) -> Markup:
     A trailing underscore is dropped from attribute names (`class_` -> `class`); None skips one.
     """
     attrs = "".join(
-        f' {key.rstrip("_").replace("_", "-")}="{escape(value)}"' for key, value in attributes.items() if value is not None
+        f' {key.rstrip("_").replace("_", "-")}="{escape(value)}"'
+        for key, value in attributes.items()
+        if value is not None
     )
     return Markup(f"<{name}{attrs}>{escape(content)}</{name}>")
 
 
 def paragraphs(text: Content) -> Markup:
-    """Plain text becomes escaped paragraphs split on blank lines; Markup passes through."""
+    """Plain text becomes escaped paragraphs split on blank lines (`code` in backticks kept); Markup passes through."""
     if isinstance(text, Markup):
         return text
     blocks = [b.strip() for b in re.split(r"\n\s*\n", text) if b.strip()]
-    return join(element("p", b) for b in blocks)
+    return join(element("p", inline_code(b)) for b in blocks)
+
+
+def inline_code(text: str) -> Markup:
+    """Escape `text`, setting `backticked` spans in <code> as findings write module names."""
+    parts = text.split("`")
+    if len(parts) < 3 or len(parts) % 2 == 0:  # no pair, or an unmatched backtick: plain text
+        return escape(text)
+    return Markup("".join(element("code", p) if i % 2 else escape(p) for i, p in enumerate(parts)))
 
 
 def format_number(value: Optional[float]) -> str:
@@ -121,6 +131,7 @@ class Table:
     column_notes: Sequence[str] = ()  # a tooltip per column: what it means
     row_classes: Sequence[str] = ()  # a CSS class per row, e.g. "flagged"
     sortable: bool = True
+    css_class: str = ""  # e.g. "kv" for a two-column item/value table
 
     def to_html(self) -> Markup:
         numeric = [self._is_numeric(j) for j in range(len(self.columns))]
@@ -148,7 +159,7 @@ class Table:
                     element("tbody", join(body_rows)),
                 ]
             ),
-            class_="data sortable" if self.sortable else "data",
+            class_=" ".join(c for c in ("data", "sortable" if self.sortable else "", self.css_class) if c),
         )
         return element("div", table, class_="table-wrap")
 
@@ -208,7 +219,9 @@ def render_page(
     if len(set(ids)) != len(ids):
         raise ValueError(f"Section anchors must be unique, got {ids}")
     nav = join(element("a", s.heading, href=f"#{s.id}") for s in sections)
-    meta_html = join(element("span", join([element("b", label), escape(value)], " "), class_="meta-item") for label, value in meta)
+    meta_html = join(
+        element("span", join([element("b", label), escape(value)], " "), class_="meta-item") for label, value in meta
+    )
     return _template("page.html").substitute(
         title=escape(title),
         style=_resource("style.css"),

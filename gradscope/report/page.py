@@ -121,7 +121,9 @@ def build_report_page(
 
 def _verdict(diagnosis: Optional[Diagnosis]) -> Verdict:
     if diagnosis is None:
-        return Verdict("unknown", "No diagnosis was run on this record; the figures and tables show the raw statistics.")
+        return Verdict(
+            "unknown", "No diagnosis was run on this record; the figures and tables show the raw statistics."
+        )
     counts = {sev: sum(1 for f in diagnosis if f.severity == sev) for sev in ("error", "warning", "info")}
     problems = diagnosis.at_least("warning")
     if not problems:

@@ -25,7 +25,6 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from ..diagnose.finding import Diagnosis, Finding
-from ..errors import GradscopeError
 from ..record import RunRecord
 from .output import ReportWriteError, write_report_file
 from .series import (
@@ -52,7 +51,6 @@ _STYLE = {
     "legend.fontsize": 8,
     "axes.grid": True,
     "grid.alpha": 0.3,
-    "svg.hashsalt": "gradscope",
 }
 
 
@@ -139,15 +137,8 @@ def _render(spec: FigureSpec, record: RunRecord, diagnosis: Optional[Diagnosis])
     if not spec.draw(figure, record, diagnosis):
         return None
     buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    except (ValueError, RuntimeError) as exc:  # e.g. a label matplotlib cannot lay out
-        raise FigureError(f"Drawing the {spec.title!r} figure failed ({type(exc).__name__}: {exc}).") from exc
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})  # no version: same bytes
     return buffer.getvalue()
-
-
-class FigureError(GradscopeError):
-    """matplotlib could not draw a figure from this record."""
 
 
 def _plain(text: str) -> str:
@@ -163,6 +154,10 @@ def _short(name: str, limit: int = LABEL_CHARS) -> str:
     head = limit // 3
     tail = limit - head - 1
     return _plain(name[:head] + "\u2026" + name[-tail:])
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _label_positions(ax, labels: Sequence[str], axis: str = "x") -> None:
@@ -326,10 +321,6 @@ def _draw_gradient_flow(figure: Figure, record: RunRecord, diagnosis: Optional[D
     return True
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
 # ---- 2. backprop signal -------------------------------------------------------------------
 
 
@@ -341,7 +332,10 @@ def _draw_backprop(figure: Figure, record: RunRecord, diagnosis: Optional[Diagno
     with_data = [i for i in range(len(record.steps)) if any(_finite_at(col, i) for col in columns)]
     picks = sorted({with_data[0], with_data[-1]})
     ax = figure.add_subplot()
-    styles = [{"color": "#1f77b4", "lw": 1.2, "marker": "o", "ms": 3}, {"color": "#d62728", "lw": 1.6, "marker": "s", "ms": 3}]
+    styles = [
+        {"color": "#1f77b4", "lw": 1.2, "marker": "o", "ms": 3},
+        {"color": "#d62728", "lw": 1.6, "marker": "s", "ms": 3},
+    ]
     lines = []
     for style, index in zip(styles, picks):
         which = "first" if index == picks[0] else "last"
@@ -441,7 +435,7 @@ def _draw_update_ratio(figure: Figure, record: RunRecord, diagnosis: Optional[Di
     ax.axhline(UPDATE_RATIO_GUIDE, color="0.3", ls="--", lw=1.0, label="1e-3 rule of thumb")
     _mark_edges(
         ax,
-        nonfinite=[i for i, name in enumerate(layers) if has_nonfinite(stat_values(record, "layer", name, "update_ratio"))],
+        nonfinite=[i for i, n in enumerate(layers) if has_nonfinite(stat_values(record, "layer", n, "update_ratio"))],
         zero=[i for i, v in enumerate(values) if v == 0],
         zero_label="weights did not move (ratio 0)",
     )

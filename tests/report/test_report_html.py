@@ -91,7 +91,8 @@ def test_verdict_names_the_most_severe_finding(document):
 
 def test_verdict_without_problems_and_without_diagnosis(record):
     notes_only = Diagnosis([Finding("note", "info", "A remark", "m", "r")])
-    assert "No problems found. 1 note below." in parse(render_html(record, notes_only, figures=[])).section_text["verdict"]
+    only_notes = parse(render_html(record, notes_only, figures=[]))
+    assert "No problems found. 1 note below." in only_notes.section_text["verdict"]
     undiagnosed = parse(render_html(record, None, figures=[]))
     assert "No diagnosis was run" in undiagnosed.section_text["verdict"]
     assert "nothing to report" in undiagnosed.section_text["findings"]
@@ -179,7 +180,9 @@ def test_render_page_escapes_text_and_keeps_markup():
         Section("Results <1>", "depth < 8 & width > 2\n\nsecond paragraph", tables=[
             Table(["depth", "name", "ratio"], [[4, "<b>x</b>", 0.5], [16, Markup("<em>ok</em>"), None]]),
         ]),
-        Section("Plots", Markup("<p class='x'>trusted</p>"), figures=[Figure(png, alt='a "quoted" alt', caption="c & d")]),
+        Section(
+            "Plots", Markup("<p class='x'>trusted</p>"), figures=[Figure(png, alt='a "quoted" alt', caption="c & d")]
+        ),
     ]
     document = render_page("Sweep <&>", sections, meta=[("Model", "Net<1>")])
     page = parse(document)
@@ -193,6 +196,12 @@ def test_render_page_escapes_text_and_keeps_markup():
     assert 'data-type="num"' in document and 'data-sort="0.5"' in document
     assert page.attrs("img")[0]["alt"] == 'a "quoted" alt'
     assert "Net&lt;1&gt;" in document
+
+
+def test_backticked_names_become_code_and_stay_escaped():
+    document = render_page("t", [Section("S", "layer `a<b` and `c`"), Section("U", "odd ` backtick <i>")])
+    assert "layer <code>a&lt;b</code> and <code>c</code>" in document
+    assert "odd ` backtick &lt;i&gt;" in document
 
 
 def test_render_page_rejects_duplicate_anchors():
