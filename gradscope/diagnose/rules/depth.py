@@ -29,6 +29,10 @@ class DepthProfile:
         """Fitted factor per layer from the output towards the input (< 1: shrinking)."""
         return fit_decay(self.values)
 
+    @property
+    def what(self) -> str:
+        return "backward signal ||dL/d output||" if self.stat == "backprop_norm" else "gradient RMS"
+
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.names, self.values))
 

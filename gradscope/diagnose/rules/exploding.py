@@ -8,8 +8,9 @@ weights further out, and the loss jumps or turns into NaN.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from statistics import median
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from ...record import RunRecord
 from ..advice import CLIP_SNIPPET, batchnorm_snippet, code, init_snippet, unnormalized_pairs
@@ -36,85 +37,119 @@ class ExplodingGradients(Rule):
     )
 
     def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
-        reasons: list[str] = []
-        evidence: dict[str, Any] = {}
-        layers: list[str] = []
-        steps: set[int] = set()
-        worst_excess = 0.0  # how many times over its threshold the worst measurement is
-
-        profiles = depth_profiles(record, settings["min_layers"])
-        if profiles:
-            main = profiles[0]
-            growth, per_layer = main.first_last_ratio, main.per_layer_factor
-            if growth > settings["warn_depth_growth"] and per_layer > settings["min_growth_per_layer"]:
-                last = main.values[-1]
-                grown = [n for n, v in zip(main.names, main.values) if v / last > settings["warn_depth_growth"]]
-                layers += grown
-                worst_excess = max(worst_excess, growth / settings["warn_depth_growth"])
-                reasons.append(
-                    f"the {_what(main.stat)} at the first layer `{main.names[0]}` is {compact(growth)} times that at "
-                    f"the last layer `{main.names[-1]}` (x{compact(per_layer)} per layer towards the input)"
-                )
-                evidence.update(
-                    statistic=main.stat,
-                    depth_growth=growth,
-                    growth_per_layer=per_layer,
-                    warn_depth_growth=settings["warn_depth_growth"],
-                    min_growth_per_layer=settings["min_growth_per_layer"],
-                )
-                evidence[f"{main.stat}_per_layer"] = main.as_dict()
-
-        norms = {m.name: points(record, "grad_norm", m.name) for m in weight_layers(record)}
-        huge = settings["huge_grad_norm"]
-        big = {name: max(v for _, v in pts) for name, pts in norms.items() if pts and max(v for _, v in pts) > huge}
-        if big:
-            worst = max(big, key=big.get)
-            layers += [n for n in big if n not in layers]
-            steps.update(s for name in big for s, v in norms[name] if v > huge)
-            worst_excess = max(worst_excess, big[worst] / huge)
-            reasons.append(f"{name_list(list(big))} reached a gradient norm of up to {compact(big[worst])} (`{worst}`)")
-            evidence.update(max_grad_norm=big[worst], max_grad_norm_layer=worst, huge_grad_norm=huge)
-
-        totals = _total_norm_per_step(norms)
-        if len(totals) >= max(2, settings["min_steps"]):
-            quarter = max(1, len(totals) // 4)
-            early = median(v for _, v in totals[:quarter])
-            late = median(v for _, v in totals[-quarter:])
-            if early > 0 and late / early > settings["warn_step_growth"]:
-                steps.update(s for s, _ in totals[-quarter:])
-                worst_excess = max(worst_excess, late / early / settings["warn_step_growth"])
-                reasons.append(
-                    f"the total gradient norm grew {compact(late / early)} times over the run "
-                    f"({compact(early)} early, {compact(late)} in the last {quarter} recorded steps)"
-                )
-                evidence.update(step_growth=late / early, early_total_norm=early, late_total_norm=late, warn_step_growth=settings["warn_step_growth"])
-
-        if not reasons:
+        symptoms = [
+            s
+            for s in (_depth_growth(record, settings), _huge_norms(record, settings), _growth_over_steps(record, settings))
+            if s is not None
+        ]
+        if not symptoms:
             return []
-        evidence["error_multiple"] = settings["error_multiple"]
+        evidence: dict[str, Any] = {"error_multiple": settings["error_multiple"]}
+        for symptom in symptoms:
+            evidence.update(symptom.evidence)
         order = {name: i for i, name in enumerate(record.layers)}
-        layers = sorted(set(layers), key=lambda n: order.get(n, len(order)))
+        layers = sorted({n for s in symptoms for n in s.layers}, key=lambda n: order.get(n, len(order)))
+        worst_excess = max(s.excess for s in symptoms)
+        per_layer = evidence.get("growth_per_layer")
         return [
             Finding(
                 code=self.code,
                 severity="error" if worst_excess > settings["error_multiple"] else "warning",
-                title="Gradients explode" + (f" (x{compact(evidence['growth_per_layer'])} per layer towards the input)" if "growth_per_layer" in evidence else ""),
+                title="Gradients explode" + (f" (x{compact(per_layer)} per layer towards the input)" if per_layer else ""),
                 message=(
-                    "Gradients are far too large: " + "; ".join(reasons) + ". Each layer multiplies the backward "
-                    "signal by its weights, so weights that are too large for the depth, or a learning rate that "
-                    "overshoots, compound into huge steps that throw training off (and eventually into NaN)."
+                    "Gradients are far too large: " + "; ".join(s.reason for s in symptoms) + ". Each layer "
+                    "multiplies the backward signal by its weights, so weights that are too large for the depth, or "
+                    "a learning rate that overshoots, compound into huge steps that throw training off (and "
+                    "eventually into NaN)."
                 ),
                 recommendation=_recommendation(record),
                 snippet=_snippet(record),
                 layers=layers,
-                steps=sorted(steps),
+                steps=sorted({step for s in symptoms for step in s.steps}),
                 evidence=evidence,
             )
         ]
 
 
-def _what(stat: str) -> str:
-    return "backward signal ||dL/d output||" if stat == "backprop_norm" else "gradient RMS"
+@dataclass
+class _Symptom:
+    reason: str  # a clause of the message
+    excess: float  # how many times over its threshold the measurement is
+    evidence: dict[str, Any]
+    layers: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+
+
+def _depth_growth(record: RunRecord, settings: Mapping[str, Any]) -> Optional[_Symptom]:
+    """The signal grows steadily from the output side towards the input."""
+    profiles = depth_profiles(record, settings["min_layers"])
+    if not profiles:
+        return None
+    main = profiles[0]
+    growth, per_layer = main.first_last_ratio, main.per_layer_factor
+    if not (growth > settings["warn_depth_growth"] and per_layer > settings["min_growth_per_layer"]):
+        return None
+    last = main.values[-1]
+    return _Symptom(
+        reason=(
+            f"the {main.what} at the first layer `{main.names[0]}` is {compact(growth)} times that at the last "
+            f"layer `{main.names[-1]}` (x{compact(per_layer)} per layer towards the input)"
+        ),
+        excess=growth / settings["warn_depth_growth"],
+        evidence={
+            "statistic": main.stat,
+            "depth_growth": growth,
+            "growth_per_layer": per_layer,
+            "warn_depth_growth": settings["warn_depth_growth"],
+            "min_growth_per_layer": settings["min_growth_per_layer"],
+            f"{main.stat}_per_layer": main.as_dict(),
+        },
+        layers=[n for n, v in zip(main.names, main.values) if v / last > settings["warn_depth_growth"]],
+    )
+
+
+def _huge_norms(record: RunRecord, settings: Mapping[str, Any]) -> Optional[_Symptom]:
+    """Some layer's gradient norm passed an absolute limit at some recorded step."""
+    huge = settings["huge_grad_norm"]
+    over = {m.name: [(s, v) for s, v in points(record, "grad_norm", m.name) if v > huge] for m in weight_layers(record)}
+    over = {name: pts for name, pts in over.items() if pts}
+    if not over:
+        return None
+    peaks = {name: max(v for _, v in pts) for name, pts in over.items()}
+    worst = max(peaks, key=peaks.get)
+    return _Symptom(
+        reason=f"{name_list(list(over))} reached a gradient norm of up to {compact(peaks[worst])} (`{worst}`)",
+        excess=peaks[worst] / huge,
+        evidence={"max_grad_norm": peaks[worst], "max_grad_norm_layer": worst, "huge_grad_norm": huge},
+        layers=list(over),
+        steps=sorted({s for pts in over.values() for s, _ in pts}),
+    )
+
+
+def _growth_over_steps(record: RunRecord, settings: Mapping[str, Any]) -> Optional[_Symptom]:
+    """The total gradient norm of the last quarter of the run against that of the first quarter."""
+    totals = _total_norm_per_step({m.name: points(record, "grad_norm", m.name) for m in weight_layers(record)})
+    if len(totals) < max(2, settings["min_steps"]):
+        return None
+    quarter = max(1, len(totals) // 4)
+    early = median(v for _, v in totals[:quarter])
+    late = median(v for _, v in totals[-quarter:])
+    if early <= 0 or late / early <= settings["warn_step_growth"]:
+        return None
+    return _Symptom(
+        reason=(
+            f"the total gradient norm grew {compact(late / early)} times over the run ({compact(early)} early, "
+            f"{compact(late)} in the last {quarter} recorded steps)"
+        ),
+        excess=late / early / settings["warn_step_growth"],
+        evidence={
+            "step_growth": late / early,
+            "early_total_norm": early,
+            "late_total_norm": late,
+            "warn_step_growth": settings["warn_step_growth"],
+        },
+        steps=[s for s, _ in totals[-quarter:]],
+    )
 
 
 def _total_norm_per_step(norms: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:

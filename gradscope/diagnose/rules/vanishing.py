@@ -55,14 +55,13 @@ class VanishingGradients(Rule):
             if profile is not main:
                 evidence[f"{profile.stat}_first_last_ratio"] = profile.first_last_ratio
         advice, snippets = _advice(record, settings, len(weight_layers(record)))
-        what = "backward signal ||dL/d output||" if main.stat == "backprop_norm" else "gradient RMS"
         return [
             Finding(
                 code=self.code,
                 severity="error" if ratio < settings["error_ratio"] else "warning",
                 title=f"Gradients vanish towards the input (x{compact(decay)} per layer, first/last {compact(ratio)})",
                 message=(
-                    f"The {what} at the first layer `{main.names[0]}` is {compact(ratio)} times that at the last "
+                    f"The {main.what} at the first layer `{main.names[0]}` is {compact(ratio)} times that at the last "
                     f"layer `{main.names[-1]}`, shrinking by a factor of about {compact(decay)} per layer over "
                     f"{len(main.names)} layers. The chain rule multiplies one factor per layer on the way back, so "
                     f"the input-side layers {name_list(starved)} get almost no gradient and barely learn."
