@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import report
 from .capture import Watcher, watch
 from .diagnose import Diagnosis, Finding, diagnose, load_config
 from .errors import GradscopeError
@@ -23,6 +24,7 @@ __all__ = [
     "Watcher",
     "diagnose",
     "load_config",
+    "report",
     "sweep",
     "watch",
     "__version__",
