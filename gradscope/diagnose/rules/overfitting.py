@@ -66,13 +66,12 @@ class Overfitting(Rule):
         decay = settings["suggested_weight_decay"]
         places = _dropout_places(record)
         dropouts = [m for m in record.modules if m.type.startswith("Dropout") or m.type == "AlphaDropout"]
-        where = (
-            f"raise p of the existing {name_list([m.name for m in dropouts])}"
-            if dropouts
-            else f"add nn.Dropout(p={p:g}) after {name_list([m.name for m in places])}"
-            if places
-            else f"add nn.Dropout(p={p:g}) before the last layer"
-        )
+        if dropouts:
+            where = f"raise p of the existing {name_list([m.name for m in dropouts])} (by 0.2, say)"
+        elif places:
+            where = f"add nn.Dropout(p={p:g}) after {name_list([m.name for m in places])}"
+        else:
+            where = f"add nn.Dropout(p={p:g}) before the last layer"
         recommendation = (
             f"Dropout: {where}; PyTorch's p is the probability of dropping a unit, so p={p:g} means keep_prob="
             f"{1 - p:g}. It is only active in model.train() mode: call model.eval() when computing the "
@@ -135,7 +134,8 @@ def _snippet(record: RunRecord, places: list[ModuleInfo], dropouts: list[ModuleI
     lines = []
     if dropouts:
         for m in dropouts[:12]:
-            lines.append(f"{module_expr(m.name)}.p = {p:g}  # drop probability; keep_prob = {1 - p:g}")
+            expr = module_expr(m.name)
+            lines.append(f"{expr}.p = min(0.8, {expr}.p + 0.2)  # p drops units; keep_prob = 1 - p")
     else:
         for m in places[:12]:
             expr = module_expr(m.name)

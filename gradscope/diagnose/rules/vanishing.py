@@ -98,7 +98,8 @@ def _advice(record: RunRecord, settings: Mapping[str, Any], depth: int) -> tuple
         snippets.append(
             "# Option 1: ReLU activations with Kaiming init\n" + activation_swap_snippet(bounded) + "\n" + init_snippet(weighted)
         )
-    pairs = [(layer, act) for layer, act in unnormalized_pairs(record) if act in hidden]
+    hidden_names = {m.name for m in hidden}
+    pairs = [(layer, act) for layer, act in unnormalized_pairs(record) if act.name in hidden_names]
     if pairs:
         advice.append(
             f"Add BatchNorm after {name_list([p[0].name for p in pairs])} (each right before its activation "
