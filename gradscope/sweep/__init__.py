@@ -44,8 +44,10 @@ def sweep(
     """Train every combination and measure its gradient flow.
 
     data: None for the bundled synthetic task, a path to an .npz file (arrays X, y, optional
-    X_val, y_val), or a SweepData. workers: processes to use (None: one per core, 1: run here,
-    sequentially). progress(done, total, summary) is called as each configuration finishes.
+    X_val, y_val), or a SweepData. workers: processes to use (None: one per core when the sweep
+    is big enough to repay starting processes, else 1; 1: run here, sequentially). Parallel
+    workers are started fresh (forkserver/spawn) and import the calling script's main module:
+    in a script, call sweep() under `if __name__ == "__main__":` (or pass workers=1). progress(done, total, summary) is called as each configuration finishes.
     A configuration whose training fails (non-finite loss, an exception) is kept with its
     error in `summary.error`; the others go on.
     """
@@ -56,7 +58,7 @@ def sweep(
     elif not isinstance(data, SweepData):
         data = load_npz(data)
     started = time.perf_counter()
-    used_workers = default_workers(len(configs)) if workers is None else min(workers, len(configs))
+    used_workers = default_workers(configs) if workers is None else min(workers, len(configs))
     outcomes = run_configs(configs, data, used_workers, progress)
     return SweepResult(
         summaries=[summary for summary, _ in outcomes],

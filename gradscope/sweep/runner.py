@@ -78,6 +78,11 @@ def run_config(config: SweepConfig, data: SweepData) -> Outcome:
     return summary, record
 
 
+# Starting a worker process costs about a second (it imports torch). Below this much work
+# (hidden layers x steps, summed over the configurations) one process finishes first.
+PARALLEL_MIN_LAYER_STEPS = 3000
+
+
 def run_configs(
     configs: list[SweepConfig],
     data: SweepData,
@@ -85,17 +90,18 @@ def run_configs(
     progress: Optional[Progress] = None,
 ) -> list[Outcome]:
     """Run every configuration, in parallel processes when workers > 1; results in input order."""
-    workers = default_workers(len(configs)) if workers is None else min(workers, len(configs))
+    workers = default_workers(configs) if workers is None else min(workers, len(configs))
     if workers <= 1:
         return _run_sequential(configs, data, progress)
     return _run_parallel(configs, data, workers, progress)
 
 
-def default_workers(num_configs: int) -> int:
-    """One process per core, but no pool for a single configuration."""
-    if num_configs <= 1:
+def default_workers(configs: list[SweepConfig]) -> int:
+    """One process per available core when the sweep is big enough to repay starting them, else 1."""
+    if len(configs) <= 1 or sum(c.depth * c.steps for c in configs) < PARALLEL_MIN_LAYER_STEPS:
         return 1
-    return max(1, min(num_configs, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(len(configs), cores))
 
 
 def _run_sequential(configs: list[SweepConfig], data: SweepData, progress: Optional[Progress]) -> list[Outcome]:
