@@ -9,6 +9,7 @@ import gradscope
 from .analyze import analyze_command
 from .compare import compare_command
 from .report_cmd import report_command
+from .sweep import sweep_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,13 +21,7 @@ def main() -> None:
 main.add_command(analyze_command)
 main.add_command(report_command)
 main.add_command(compare_command)
-
-try:  # TEMPORARY: cli/sweep.py is being written in parallel; becomes a plain import once it exists
-    from .sweep import sweep_command
-except ImportError:  # pragma: no cover
-    sweep_command = None
-if sweep_command is not None:
-    main.add_command(sweep_command)
+main.add_command(sweep_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

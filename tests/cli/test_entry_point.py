@@ -57,3 +57,10 @@ def test_watch_training_sample_prints_the_per_layer_table():
     assert result.returncode == 0, result.stderr
     assert "Per-layer statistics" in result.stdout
     assert "[vanishing-gradients]" in result.stdout  # the 6-layer sigmoid MLP shows the textbook finding
+
+
+def test_all_commands_are_registered(gradscope_cli):
+    outcome = gradscope_cli("--help")
+    assert outcome.exit_code == 0
+    listed = {line.split()[0] for line in outcome.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == {"analyze", "report", "compare", "sweep"}
