@@ -30,12 +30,14 @@ class BatchNormPitfalls(Rule):
 
     def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
         eval_only, eval_only_frozen, small = [], [], {}
+        eval_calls_of: dict[str, float] = {}
         for info in record.modules:
             if not is_batchnorm(info):
                 continue
             train_calls = sum(v for _, v in points(record, "act_calls", info.name))
             eval_calls = sum(v for _, v in points(record, "act_eval_calls", info.name))
             if train_calls == 0 and eval_calls > 0:
+                eval_calls_of[info.name] = eval_calls
                 (eval_only_frozen if info.trainable_params == 0 else eval_only).append(info.name)
                 continue
             batches = [v for _, v in points(record, "act_batch", info.name)]
@@ -89,7 +91,7 @@ class BatchNormPitfalls(Rule):
                     snippet="model.train()  # before the training loop\n...\nmodel.eval()  # only around validation",
                     layers=names,
                     steps=list(record.steps),
-                    evidence={"train_calls": 0},
+                    evidence={"train_calls": 0, "eval_calls": {n: eval_calls_of[n] for n in names}},
                 )
             )
         return findings

@@ -39,7 +39,9 @@ class DepthProfile:
 
 def depth_profiles(record: RunRecord, min_layers: int) -> list[DepthProfile]:
     """Profiles of the statistics in PROFILE_STATS with at least `min_layers` positive values."""
-    layers = weight_layers(record)
+    # A module that never ran itself (MultiheadAttention's out_proj is used through its weight) has no
+    # place in the forward order, so it cannot sit on a depth axis.
+    layers = [m for m in weight_layers(record) if m.executed]
     profiles = []
     for stat in PROFILE_STATS:
         pairs = [(m.name, median_of(record, stat, m.name)) for m in layers]

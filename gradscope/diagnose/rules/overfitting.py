@@ -77,7 +77,8 @@ class Overfitting(Rule):
             f"{1 - p:g}. It is only active in model.train() mode: call model.eval() when computing the "
             f"validation loss and model.train() before training steps. Weight decay: pass weight_decay={decay:g} "
             "to the optimizer, which adds lambda*theta to each gradient, the gradient of the L2 penalty "
-            "(lambda/2)*||theta||^2 that keeps the weights small (with Adam prefer AdamW). Early stopping: the "
+            "(lambda/2)*||theta||^2 that keeps the weights small (a penalty written lambda*||theta||^2 means "
+            "weight_decay=2*lambda; with Adam prefer AdamW). Early stopping: the "
             f"validation loss was best at step {best.step}; keep the weights from there. More training data or "
             "data augmentation (random crops, flips, noise) helps most of all."
         )
