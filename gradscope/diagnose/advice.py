@@ -104,7 +104,7 @@ def residual_snippet(record: RunRecord) -> str:
     if len(pairs) > 1:  # the second pair: its input has the width of the stack, not of the data
         layer, act = (module_expr(m.name) for m in pairs[1])
         example = (
-            "\n# e.g. where the layer keeps the width:"
+            "\n\n# e.g. where the layer keeps the width:"
             f"\n{layer} = Residual(nn.Sequential({layer}, {act}))\n{act} = nn.Identity()"
         )
     return RESIDUAL_SNIPPET + example

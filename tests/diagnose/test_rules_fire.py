@@ -83,6 +83,18 @@ def test_vanishing_snippet_runs_and_the_fixed_model_no_longer_vanishes(data, sig
     assert "vanishing-gradients" not in gradscope.diagnose(record).codes()
 
 
+def test_deep_relu_mlp_at_pytorch_default_init_vanishes_by_sqrt_one_sixth(data):
+    torch.manual_seed(0)
+    model = stack([16] + [64] * 8 + [4], nn.ReLU)
+    record = train(model, batches(*data, 32, 4))
+    finding = only(record, "vanishing-gradients")
+    # default init has weight variance 1/(3 fan_in); ReLU passes half: sqrt(64 / (3 * 64) / 2) = 0.408
+    assert finding.evidence["decay_per_layer"] == pytest.approx(0.408, abs=0.05)
+    assert finding.severity == "warning"
+    assert "Kaiming" in finding.recommendation and "# Option 1: Kaiming init" in finding.snippet
+    assert "nn.ReLU()  # was" not in finding.snippet  # already ReLU: no activation swap
+
+
 # ---- exploding --------------------------------------------------------------------------------
 
 
