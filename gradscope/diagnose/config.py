@@ -63,7 +63,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"Config file {str(path)!r} does not exist. Check the path, or leave --config out to use the defaults.") from None
+        raise ConfigError(
+            f"Config file {str(path)!r} does not exist. Check the path, or leave --config out to use the defaults."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read config file {str(path)!r}: {exc}.") from None
     try:
@@ -137,7 +139,9 @@ def _checked(value: Any, default: Any, where: str, source: str) -> Any:
         if isinstance(value, bool) or not ok:
             wanted = "a whole number" if whole else "a number"
             hint = " (YAML reads 1e-3 as text; write 1.0e-3)" if isinstance(value, str) and _looks_numeric(value) else ""
-            raise ConfigError(f"{source}: {where} must be {wanted}, like the default {default!r}, not {value!r} ({_kind(value)}){hint}.")
+            raise ConfigError(
+                f"{source}: {where} must be {wanted}, like the default {default!r}, not {value!r} ({_kind(value)}){hint}."
+            )
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{source}: {where} must be a finite number >= 0, not {value!r}.")
         return value if whole else float(value)

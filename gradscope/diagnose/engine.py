@@ -59,7 +59,9 @@ def _skipped(rule: Rule, missing: list[str], missing_scalars: list[str], record:
         logged = ", ".join(f"'{s}'" for s in sorted(record.scalars)) or "none"
         wanted = ", ".join(missing_scalars)
         call = ", ".join(f"{s}=..." for s in missing_scalars)
-        reasons.append(f"no {wanted} was logged (logged scalars: {logged}); log it with run.log({call}) in the training loop")
+        reasons.append(
+            f"no {wanted} was logged (logged scalars: {logged}); log it with run.log({call}) in the training loop"
+        )
     return Finding(
         code=SKIPPED,
         severity="info",

@@ -58,7 +58,8 @@ def _table(record: RunRecord, diagnosis: Diagnosis, width: int) -> str:
         values = [record.last(stat, info.name) if _has(record, info.name) else None for _, stat, _ in COLUMNS]
         if all(v is None for v in values):
             continue  # a container or a module that never ran: nothing to show
-        rows.append([marks.get(info.name, ""), info.name or "(root)", info.type, *[fmt(v) for v, (_, _, fmt) in zip(values, COLUMNS)]])
+        cells = [fmt(v) for v, (_, _, fmt) in zip(values, COLUMNS)]
+        rows.append([marks.get(info.name, ""), info.name or "(root)", info.type, *cells])
     if not rows:
         return "Per-layer statistics: none recorded."
     headers = ["", "layer", "type", *[h for h, _, _ in COLUMNS]]
@@ -103,7 +104,8 @@ def _finding(finding: Finding, width: int) -> str:
     lines = _wrap(f"[{finding.code}] {finding.title}", width, "    ")
     lines += _wrap(finding.message, width, "    ", first="    ")
     if finding.layers:
-        lines += _wrap("Layers: " + ", ".join(finding.layers[:12]) + (f" (+{len(finding.layers) - 12} more)" if len(finding.layers) > 12 else ""), width, "      ", first="    ")
+        more = f" (+{len(finding.layers) - 12} more)" if len(finding.layers) > 12 else ""
+        lines += _wrap("Layers: " + ", ".join(finding.layers[:12]) + more, width, "      ", first="    ")
     if finding.steps:
         lines += _wrap(f"Steps: {_short_list(finding.steps)}", width, "      ", first="    ")
     evidence = _evidence_line(finding.evidence)
@@ -151,7 +153,10 @@ def _middle_ellipsis(text: str, limit: int) -> str:
 
 
 def _wrap(text: str, width: int, indent: str, first: str = "") -> list[str]:
-    return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False) or [first]
+    lines = textwrap.wrap(
+        text, width=width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
+    )
+    return lines or [first]
 
 
 def _short_list(steps: list[int], limit: int = 10) -> str:

@@ -47,8 +47,18 @@ class AmpOverflow(Rule):
                 title=f"GradScaler skipped {len(skipped)} step(s) (AMP overflow)",
                 message=message,
                 recommendation=recommendation,
-                snippet="" if not frequent else 'with torch.autocast(device_type="cuda", dtype=torch.bfloat16):\n    loss = loss_fn(model(x), y)',
+                snippet=_BFLOAT16_SNIPPET if frequent else "",
                 steps=skipped,
-                evidence={"skipped_steps": len(skipped), "recorded_steps": len(record.steps), "skipped_fraction": fraction, "warn_fraction": settings["warn_fraction"], "first_skipped_step": skipped[0]},
+                evidence={
+                    "skipped_steps": len(skipped),
+                    "recorded_steps": len(record.steps),
+                    "skipped_fraction": fraction,
+                    "warn_fraction": settings["warn_fraction"],
+                    "first_skipped_step": skipped[0],
+                },
             )
         ]
+
+
+_BFLOAT16_SNIPPET = """with torch.autocast(device_type="cuda", dtype=torch.bfloat16):  # float32's range: no scaler needed
+    loss = loss_fn(model(x), y)"""

@@ -71,9 +71,10 @@ class BatchNormPitfalls(Rule):
                     evidence={"median_batch": small, "min_batch_size": settings["min_batch_size"]},
                 )
             )
-        for names, severity in ((eval_only, "warning"), (eval_only_frozen, "info")):
+        for names, frozen in ((eval_only, False), (eval_only_frozen, True)):
             if not names:
                 continue
+            severity = "info" if frozen else "warning"
             findings.append(
                 Finding(
                     code="batchnorm-eval-only",
@@ -82,7 +83,7 @@ class BatchNormPitfalls(Rule):
                     message=(
                         f"{name_list(names)} ran only in eval() mode while gradients were on, so they normalised "
                         "with fixed running statistics that never updated."
-                        + (" Their parameters are frozen too, so this looks deliberate (fine-tuning)." if severity == "info" else "")
+                        + (" Their parameters are frozen too, so this looks deliberate (fine-tuning)." if frozen else "")
                     ),
                     recommendation=(
                         "Call model.train() before the training steps (and model.eval() only for validation). If "

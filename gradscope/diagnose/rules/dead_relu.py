@@ -50,7 +50,10 @@ class DeadRelu(Rule):
         if feeding:
             snippets.append("# Kaiming init, zero bias\n" + init_snippet(feeding))
         if pairs:
-            recommendation += f" BatchNorm after {name_list([p[0].name for p in pairs])} keeps the pre-activations centred so units cannot drift to always-negative."
+            recommendation += (
+                f" BatchNorm after {name_list([p[0].name for p in pairs])} keeps the pre-activations centred, so "
+                "units cannot drift to always-negative."
+            )
             snippets.append(batchnorm_snippet(pairs))
         return [
             Finding(

@@ -168,7 +168,8 @@ def _recommendation(record: RunRecord) -> str:
     )
     pairs = unnormalized_pairs(record)
     if pairs:
-        text += f" Normalization keeps the per-layer factor near 1: add BatchNorm after {name_list([p[0].name for p in pairs])}."
+        layers = name_list([p[0].name for p in pairs])
+        text += f" Normalization keeps the per-layer factor near 1: add BatchNorm after {layers}."
     return text
 
 

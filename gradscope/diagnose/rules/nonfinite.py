@@ -35,9 +35,8 @@ class NonFinite(Rule):
         loss_steps = _nonfinite_scalar_steps(record, "loss")
         # On a step GradScaler skipped, an overflow is its business (the amp-overflow rule reports it).
         skipped = set(record.skipped_steps)
-        all_steps = sorted(
-            s for s in {s for steps in (*forward.values(), *backward.values()) for s in steps} | set(loss_steps) if s not in skipped
-        )
+        seen = {s for steps in (*forward.values(), *backward.values()) for s in steps} | set(loss_steps)
+        all_steps = sorted(seen - skipped)
         if not all_steps:
             return []
         first = all_steps[0]

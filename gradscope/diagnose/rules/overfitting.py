@@ -131,7 +131,9 @@ def _dropout_places(record: RunRecord) -> list[ModuleInfo]:
     return [m for m in hidden_modules(record) if m.activation is not None]
 
 
-def _snippet(record: RunRecord, places: list[ModuleInfo], dropouts: list[ModuleInfo], p: float, decay: float, best_step: int) -> str:
+def _snippet(
+    record: RunRecord, places: list[ModuleInfo], dropouts: list[ModuleInfo], p: float, decay: float, best_step: int
+) -> str:
     lines = []
     if dropouts:
         for m in dropouts[:12]:

@@ -58,7 +58,8 @@ class UpdateRatio(Rule):
                     ),
                     snippet=(
                         "for group in optimizer.param_groups:\n    group[\"lr\"] *= 0.1\n"
-                        "scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=100)  # warm-up; call scheduler.step() after each optimizer.step()"
+                        "# warm-up: call scheduler.step() after each optimizer.step()\n"
+                        "scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=100)"
                     ),
                     layers=list(high),
                     steps=steps,
@@ -68,7 +69,9 @@ class UpdateRatio(Rule):
         return findings
 
 
-    def _low(self, record: RunRecord, low: dict[str, float], settings: Mapping[str, Any], steps: list[int], evidence: dict) -> Finding:
+    def _low(
+        self, record: RunRecord, low: dict[str, float], settings: Mapping[str, Any], steps: list[int], evidence: dict
+    ) -> Finding:
         # A gradient of exactly 0 (dead units above, or no path to the loss) is not a learning-rate problem.
         stalled = [n for n in low if median_of(record, "grad_norm", n) == 0]
         message = (
@@ -82,9 +85,10 @@ class UpdateRatio(Rule):
                 f" {name_list(stalled)} get a gradient of exactly 0, so no learning rate would move them: "
                 "units after them are dead or cut off from the loss."
             )
-        if len(stalled) < len(low):
+        movable = len(stalled) < len(low)
+        if movable:
             message += " For the others the learning rate is too low, or too little gradient reaches them."
-        if len(stalled) == len(low):
+        if not movable:
             recommendation = (
                 "Fix the gradient flow first (see the dead-unit and vanishing-gradient findings); the learning "
                 "rate is not the cause here."
@@ -101,7 +105,7 @@ class UpdateRatio(Rule):
             title=f"Tiny updates in {len(low)} layer(s): ||update||/||weight|| down to {compact(min(low.values()))}",
             message=message,
             recommendation=recommendation,
-            snippet="" if len(stalled) == len(low) else _param_group_snippet(record, [record.module(n) for n in low if n not in stalled]),
+            snippet=_param_group_snippet(record, [record.module(n) for n in low if n not in stalled]) if movable else "",
             layers=list(low),
             steps=steps,
             evidence={"median_update_ratio": low, "zero_gradient_layers": stalled, **evidence},

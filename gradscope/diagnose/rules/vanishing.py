@@ -24,7 +24,14 @@ class VanishingGradients(Rule):
     code = "vanishing-gradients"
     label = "Vanishing gradients"
     needs = (("backprop_norm", "grad_rms"),)
-    config_keys = ("min_layers", "warn_ratio", "error_ratio", "max_decay_per_layer", "deep_stack_layers", "saturating_fraction")
+    config_keys = (
+        "min_layers",
+        "warn_ratio",
+        "error_ratio",
+        "max_decay_per_layer",
+        "deep_stack_layers",
+        "saturating_fraction",
+    )
 
     def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
         profiles = depth_profiles(record, settings["min_layers"])
@@ -92,11 +99,15 @@ def _advice(record: RunRecord, settings: Mapping[str, Any], depth: int) -> tuple
             "towards 0 away from the origin."
         )
         if saturating:
-            text += f" {name_list(saturating)} are also saturating ({', '.join(percent(saturation[n]) for n in saturating[:6])} of outputs in the flat region)."
+            shares = ", ".join(percent(saturation[n]) for n in saturating[:6])
+            text += f" {name_list(saturating)} are also saturating ({shares} of outputs in the flat region)."
         advice.append(text)
         weighted = [m for m in record.modules if is_linear_or_conv(m) and m.executed]
         snippets.append(
-            "# Option 1: ReLU activations with Kaiming init\n" + activation_swap_snippet(bounded) + "\n" + init_snippet(weighted)
+            "# Option 1: ReLU activations with Kaiming init\n"
+            + activation_swap_snippet(bounded)
+            + "\n"
+            + init_snippet(weighted)
         )
     relus = [m for m in hidden if m.activation in RELU_FAMILY or m.activation in ("leaky_relu", "gelu", "silu", "elu")]
     if relus and not bounded:
