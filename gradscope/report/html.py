@@ -99,7 +99,7 @@ def _figures_section(page: ReportPage) -> Section:
     missing = [f for f in page.figures if f.png is None]
     body = Markup("")
     if missing:
-        items = join(element("li", join([element("strong", f.title + ":"), escape(f.missing)], " ")) for f in missing)
+        items = join(element("li", join([element("strong", f.title), escape(f.missing)], " \u2014 ")) for f in missing)
         body = element("ul", items, class_="missing")
     return Section("Figures", body, figures=figures, anchor="figures")
 

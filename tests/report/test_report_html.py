@@ -11,6 +11,7 @@ from PIL import Image
 
 from gradscope.diagnose.finding import Diagnosis, Finding
 from gradscope.errors import GradscopeError
+from gradscope.record import RunRecord
 from gradscope.report.html import Figure, Markup, Section, Table, render_html, render_page, write_html
 from gradscope.report.page import build_report_page
 from gradscope.report.plots import FIGURE_SIZES
@@ -128,9 +129,17 @@ def test_clean_run_without_loss_or_optimizer(record):
     assert 'class="block verdict sev-ok"' in render_html(record, Diagnosis(), figures=[])
     assert "nothing to report" in page.section_text["findings"]
     text = page.section_text["figures"]
-    assert "Loss curves: not recorded" in text
-    assert "Update-to-weight ratio per layer: not recorded" in text
+    assert "Loss curves \u2014 not recorded: log the loss" in text
+    assert "Update-to-weight ratio per layer \u2014 not recorded" in text
     assert len(page.attrs("img")) == len(FIGURE_SIZES) - 2
+
+
+def test_an_empty_record_still_makes_a_page():
+    page = parse(render_html(RunRecord(), None))
+    assert page.sections == SECTIONS and page.unbalanced == []
+    assert page.body_rows.get("layers", []) == []
+    assert page.attrs("img") == []
+    assert page.section_text["figures"].count("not recorded") == len(FIGURE_SIZES)
 
 
 def test_page_data_is_plain_and_matches_the_record(record, diagnosis, small_figures):
