@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from ..errors import RecordFormatError
 from ..record import RunRecord
 from .config import Config, ConfigSource, default_config, load_config, resolve_config
 from .engine import run_rules
@@ -20,6 +21,11 @@ def diagnose(record: RunRecord, config: ConfigSource = None) -> Diagnosis:
     `config` is a Config from `load_config`, a path to a YAML file, a {section: {key: value}}
     dict of overrides, or None for the shipped defaults.
     """
+    if not isinstance(record, RunRecord):
+        raise RecordFormatError(
+            f"gradscope.diagnose needs a RunRecord (run.record after gradscope.watch, or RunRecord.load(path)), "
+            f"not {type(record).__name__}."
+        )
     return run_rules(record, resolve_config(config), ALL_RULES)
 
 

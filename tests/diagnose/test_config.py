@@ -124,6 +124,8 @@ def test_missing_file_and_wrong_config_type(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="config must be"):
         gradscope.diagnose(gradscope.RunRecord(), config=42)
+    with pytest.raises(GradscopeError, match="needs a RunRecord"):
+        gradscope.diagnose("run.json")
     with pytest.raises(ConfigError, match="unknown key 'bogus'"):
         gradscope.diagnose(gradscope.RunRecord(), config={"nonfinite": {"bogus": 1}})
 

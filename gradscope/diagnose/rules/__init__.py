@@ -1,4 +1,10 @@
-"""The diagnosis rules, in the order their findings are listed within one severity."""
+"""The diagnosis rules, in the order their findings are listed within one severity.
+
+To add a rule: write a `Rule` subclass in its own module here (declare `needs` and
+`config_keys`, return Findings from `check`), give it a section in ../defaults.yaml with every
+key commented, and list it below. tests/diagnose/test_config.py checks that the section and
+`config_keys` agree.
+"""
 
 from __future__ import annotations
 
