@@ -53,6 +53,9 @@ def reference_backprop(activation: str, depth: int, init: str, seed: int = 0, ba
     F.cross_entropy(head(h), torch.from_numpy(DATA.y)).backward()
     signal = [float(torch.sqrt((o.grad.double() ** 2).sum())) for o in outputs]
     sparsity = [float((o == 0).double().mean()) for o in outputs]
+    reference_backprop.grad_rms = [  # weight and bias together, as statdefs defines grad_rms
+        float(torch.cat([l.weight.grad.double().flatten(), l.bias.grad.double()]).pow(2).mean().sqrt()) for l in linears
+    ]
     return signal, sparsity
 
 
@@ -71,10 +74,11 @@ def kaiming_depth8():
     return init_sweep(("sigmoid", "tanh", "relu"), (8,), init="kaiming")
 
 
-def test_sweep_signal_is_the_hand_measured_signal(default_depth8):
+def test_step_0_statistics_are_those_of_the_initial_weights(default_depth8):
     signal, _ = reference_backprop("sigmoid", 8, "default")
-    measured = default_depth8.summary("sigmoid", 8).backprop.init
-    np.testing.assert_allclose(measured, signal, rtol=1e-4)
+    summary = default_depth8.summary("sigmoid", 8)
+    np.testing.assert_allclose(summary.backprop.init, signal, rtol=1e-4)
+    np.testing.assert_allclose(summary.grad_rms.init, reference_backprop.grad_rms, rtol=1e-4)
 
 
 def test_sigmoid_default_init_decays_by_about_0_14_per_layer(default_depth8):

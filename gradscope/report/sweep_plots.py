@@ -170,9 +170,8 @@ def _draw_ratio_heatmap(figure: Figure, result: SweepResult) -> bool:
     if low == high:
         low, high = low / 10, high * 10
     norm = LogNorm(vmin=low, vmax=high)
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_under("black")  # a ratio of exactly 0: the first layer's gradient underflowed
-    cmap.set_bad("#dddddd")  # not measured (failed configuration)
+    # under: a ratio of exactly 0 (the first layer's gradient underflowed); bad: not measured (failed)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(under="black", bad="#dddddd")
     axes = figure.subplots(1, len(variants), squeeze=False)[0]
     image = None
     for ax, grid, (norm_name, dropout) in zip(axes, grids, variants):
