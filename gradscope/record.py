@@ -226,6 +226,7 @@ def write_atomic(path: Path, payload: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report should be as readable as any file
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -233,6 +234,12 @@ def write_atomic(path: Path, payload: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _append_column(table: dict[str, dict[str, list[Value]]], values: dict[str, dict[str, Value]], index: int) -> None:

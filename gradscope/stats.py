@@ -349,17 +349,18 @@ def _dense(t: torch.Tensor) -> torch.Tensor:
 
 
 def _stack(values: list[torch.Tensor]) -> torch.Tensor:
-    """Stack 0-d tensors of mixed dtypes, grouped by device, into one float64 vector per device."""
-    devices = {v.device for v in values}
-    if len(devices) == 1:
-        return torch.stack([v.reshape(()) for v in values]).to(torch.float64)
-    # A model split over devices: keep the order, move the (tiny) values to one device first.
-    target = values[0].device
-    return torch.stack([v.reshape(()).to(target) for v in values]).to(torch.float64)
+    """Stack 0-d tensors (dtypes are promoted) into one vector."""
+    try:
+        return torch.stack(values)
+    except RuntimeError:
+        # A model split over devices: move the (tiny) values to one device first.
+        target = values[0].device
+        return torch.stack([v.to(target) for v in values])
 
 
 def _to_host(chunks: list[torch.Tensor]) -> list[float]:
     if not chunks:
         return []
-    flat = torch.cat([c.reshape(-1).to(chunks[0].device, torch.float64) for c in chunks])
-    return flat.tolist()  # the one device-to-host copy of the step
+    if len({c.device for c in chunks}) > 1:
+        chunks = [c.to(chunks[0].device) for c in chunks]
+    return torch.cat(chunks).tolist()  # the one device-to-host copy of the step

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import pytest
 import torch
@@ -99,3 +101,12 @@ def test_failed_rename_leaves_no_temporary_file(record, tmp_path):
     with pytest.raises(OSError):
         record.save(blocked)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_saved_files_get_ordinary_permissions(record, tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = record.save(tmp_path / "run.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
