@@ -138,7 +138,8 @@ class _progress_bar:
             self._bar = click.progressbar(length=total, label="sweep", file=click.get_text_stream("stderr"),
                                           item_show_func=lambda s: s.config.label if s else None)
             self._bar.__enter__()
-        self._bar.update(done - self._shown, summary)
+        if done > self._shown:
+            self._bar.update(done - self._shown, summary)
         self._shown = done
 
     def __exit__(self, *exc_info) -> None:

@@ -127,9 +127,9 @@ def test_a_diverging_configuration_is_reported_and_the_others_still_run():
 def test_progress_is_reported_once_per_configuration():
     calls = []
     gradscope.sweep(activations=("relu", "tanh"), depths=(1, 2), steps=1, workers=1,
-                    progress=lambda done, total, summary: calls.append((done, total, summary.config.label)))
-    assert [(d, t) for d, t, _ in calls] == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert calls[0][2] == "relu, depth 1"
+                    progress=lambda done, total, summary: calls.append((done, total, summary and summary.config.label)))
+    assert [(d, t) for d, t, _ in calls] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert calls[0][2] is None and calls[1][2] == "relu, depth 1"
 
 
 def test_the_callers_random_state_is_left_alone():

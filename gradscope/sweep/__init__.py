@@ -47,7 +47,8 @@ def sweep(
     X_val, y_val), or a SweepData. workers: processes to use (None: one per core when the sweep
     is big enough to repay starting processes, else 1; 1: run here, sequentially). Parallel
     workers are started fresh (forkserver/spawn) and import the calling script's main module:
-    in a script, call sweep() under `if __name__ == "__main__":` (or pass workers=1). progress(done, total, summary) is called as each configuration finishes.
+    in a script, call sweep() under `if __name__ == "__main__":` (or pass workers=1). progress(done, total, summary) is called once with done=0 and summary=None, then as each
+    configuration finishes.
     A configuration whose training fails (non-finite loss, an exception) is kept with its
     error in `summary.error`; the others go on.
     """

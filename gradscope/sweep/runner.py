@@ -25,7 +25,8 @@ from .data import SweepData
 from .networks import build_network, hidden_layer_names, hidden_linear_names
 from .summary import ConfigSummary, summarize
 
-Progress = Callable[[int, int, ConfigSummary], None]
+# progress(done, total, summary of the configuration just finished; None for the first call, done=0)
+Progress = Callable[[int, int, Optional[ConfigSummary]], None]
 Outcome = tuple[ConfigSummary, Optional[RunRecord]]
 
 
@@ -91,6 +92,8 @@ def run_configs(
 ) -> list[Outcome]:
     """Run every configuration, in parallel processes when workers > 1; results in input order."""
     workers = default_workers(configs) if workers is None else min(workers, len(configs))
+    if progress is not None:
+        progress(0, len(configs), None)  # lets a progress bar appear before the first result
     if workers <= 1:
         return _run_sequential(configs, data, progress)
     return _run_parallel(configs, data, workers, progress)
