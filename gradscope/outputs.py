@@ -68,16 +68,20 @@ class OutputPaths:
         rendered: list[RenderedFile] = []
         if self.json is not None:
             rendered.append(RenderedFile(self.json, record_json(record, diagnosis).encode("utf-8"), "JSON run record"))
-        if self.html is not None:
-            from .report.html import render_html  # imported here: the text-only path needs no templates
+        if self.html is None and self.png_dir is None:
+            return rendered
+        # Imported here: the text-only path needs neither matplotlib nor the templates.
+        from .report.html import render_html
+        from .report.plots import build_figures
 
-            page = render_html(record, diagnosis, title=title)
+        figures = build_figures(record, diagnosis)  # drawn once, for the page and the PNGs alike
+        if self.html is not None:
+            page = render_html(record, diagnosis, title=title, figures=figures)
             rendered.append(RenderedFile(self.html, page.encode("utf-8"), "HTML report"))
         if self.png_dir is not None:
-            from .report.plots import render_figures
-
-            for stem, png in render_figures(record, diagnosis).items():
-                rendered.append(RenderedFile(self.png_dir / f"{stem}.png", png, "PNG figure"))
+            for figure in figures:
+                if figure.png is not None:
+                    rendered.append(RenderedFile(self.png_dir / f"{figure.stem}.png", figure.png, "PNG figure"))
         return rendered
 
 
