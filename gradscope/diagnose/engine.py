@@ -61,6 +61,7 @@ def _skipped(rule: Rule, missing: list[str], missing_scalars: list[str], record:
         call = ", ".join(f"{s}=..." for s in missing_scalars)
         reasons.append(
             f"no {wanted} was logged (logged scalars: {logged}); log it with run.log({call}) in the training loop"
+            + (", or define val_data() in the model file for `gradscope analyze`" if "val_loss" in missing_scalars else "")
         )
     return Finding(
         code=SKIPPED,
