@@ -76,7 +76,7 @@ def main() -> None:
     if not args.skip_parallel:
         configs = result.configs
         parallel, _ = timed_sweep(args.steps, workers=None)
-        rows.append((f"sweep, default workers", parallel, default_workers(configs)))
+        rows.append(("sweep, default workers", parallel, default_workers(configs)))
     print(f"{'':28s} {'seconds':>8s} {'x plain':>8s} {'processes':>10s}")
     for label, seconds, workers in rows:
         print(f"{label:28s} {seconds:8.1f} {seconds / plain:8.2f} {workers:10d}")

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import matplotlib
 import numpy as np
@@ -114,7 +114,7 @@ def _curve_depth(result: SweepResult) -> int:
     return depths[len(depths) // 2]
 
 
-def _line_style(summary: ConfigSummary, variants: list[tuple[str, float]]) -> dict:
+def _line_style(summary: ConfigSummary) -> dict:
     c = summary.config
     style = {"color": _COLORS.get(c.activation, "black"), "linestyle": _NORM_STYLES.get(c.norm, ":")}
     if c.dropout:
@@ -143,7 +143,7 @@ def _draw_backprop(figure: Figure, result: SweepResult) -> bool:
                 values = np.array([_positive(v) for v in getattr(s.backprop, when)])
                 if np.isfinite(values).any():
                     plotted = True
-                    ax.plot(np.arange(1, depth + 1), values, label=_line_label(s, variants), **_line_style(s, variants))
+                    ax.plot(np.arange(1, depth + 1), values, label=_line_label(s, variants), **_line_style(s))
             ax.set_yscale("log")
             ax.set_title(f"depth {depth}, {label}")
             ax.set_xlabel("hidden layer (input \u2192 output)")
