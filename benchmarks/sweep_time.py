@@ -60,6 +60,10 @@ def timed_sweep(steps: int, workers):
     return time.perf_counter() - started, result
 
 
+def _work(result) -> float:
+    return sum(s.seconds for s in result.summaries)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100)
@@ -72,14 +76,17 @@ def main() -> None:
 
     plain = plain_loop(args.steps)
     sequential, result = timed_sweep(args.steps, workers=1)
-    rows = [("plain loop, no gradscope", plain, 1), ("sweep, workers=1", sequential, 1)]
+    rows = [("plain loop, no gradscope", plain, 1, plain), ("sweep, workers=1", sequential, 1, _work(result))]
     if not args.skip_parallel:
-        configs = result.configs
-        parallel, _ = timed_sweep(args.steps, workers=None)
-        rows.append(("sweep, default workers", parallel, default_workers(configs)))
-    print(f"{'':28s} {'seconds':>8s} {'x plain':>8s} {'processes':>10s}")
-    for label, seconds, workers in rows:
-        print(f"{label:28s} {seconds:8.1f} {seconds / plain:8.2f} {workers:10d}")
+        parallel, pooled = timed_sweep(args.steps, workers=None)
+        rows.append(("sweep, default workers", parallel, default_workers(pooled.configs), _work(pooled)))
+    # "config s": the configurations' own wall times added up. Beside the total it shows what
+    # process start-up costs and, when other programs share the cores, how much they slowed us.
+    print(f"{'':28s} {'seconds':>8s} {'x plain':>8s} {'processes':>10s} {'config s':>9s}")
+    for label, seconds, workers, work in rows:
+        print(f"{label:28s} {seconds:8.1f} {seconds / plain:8.2f} {workers:10d} {work:9.1f}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average after: {load:.1f}")
     failed = [s.config.label for s in result.failures]
     print(f"configurations: {len(result.summaries)}, failed: {failed or 'none'}; target: default sweep < 30 s on 2 cores")
 
