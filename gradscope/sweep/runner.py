@@ -44,7 +44,6 @@ def run_config(config: SweepConfig, data: SweepData) -> Outcome:
     loss_fn = nn.CrossEntropyLoss()
     error: Optional[str] = None
     steps_done = 0
-    record: Optional[RunRecord] = None
     run = watch(model, optimizer=optimizer)
     try:
         with run:
@@ -66,10 +65,9 @@ def run_config(config: SweepConfig, data: SweepData) -> Outcome:
                     val_loss=val_loss,
                     val_accuracy=val_accuracy,
                 )
-        record = run.record
     except Exception as exc:  # noqa: BLE001 - one broken configuration must not end the sweep
         error = f"{type(exc).__name__}: {exc}"
-        record = run.record
+    record = run.record  # what was recorded up to a failure is kept
     metrics = _final_metrics(model, loss_fn, X, y, X_val, y_val) if steps_done else {}
     record.meta.options["sweep"] = config.to_dict()
     summary = summarize(
