@@ -203,20 +203,25 @@ class RunRecord:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "RunRecord":
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RecordFormatError(f"Run file {str(path)!r} does not exist. Check the path.") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RecordFormatError(f"Cannot read run file {str(path)!r}: {exc}.") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecordFormatError(
-                f"Run file {str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                "it may be truncated or not a gradscope run. Re-create it with `gradscope analyze --json`."
-            ) from None
+        data = read_json_file(path, "Run file", "Re-create it with `gradscope analyze --json`.")
         return cls.from_dict(data, source=f"Run file {str(path)!r}")
+
+
+def read_json_file(path: Path, what: str, remedy: str) -> Any:
+    """Parse a JSON file, turning every way it can be unreadable into one clear RecordFormatError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecordFormatError(f"{what} {str(path)!r} does not exist. Check the path.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordFormatError(f"Cannot read {what.lower()} {str(path)!r}: {exc}.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordFormatError(
+            f"{what} {str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            f"it may be truncated or not written by gradscope. {remedy}"
+        ) from None
 
 
 def write_atomic(path: Path, payload: bytes) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import GradscopeError, RecordFormatError
-from ..record import RunRecord, write_atomic
+from ..record import RunRecord, read_json_file, write_atomic
 from .config import SweepConfig
 from .summary import ConfigSummary
 
@@ -129,17 +129,5 @@ class SweepResult:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "SweepResult":
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RecordFormatError(f"Sweep file {str(path)!r} does not exist. Check the path.") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RecordFormatError(f"Cannot read sweep file {str(path)!r}: {exc}.") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecordFormatError(
-                f"Sweep file {str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                "it may be truncated. Re-run `gradscope sweep --json`."
-            ) from None
+        data = read_json_file(path, "Sweep file", "Re-run `gradscope sweep --json`.")
         return cls.from_dict(data, source=f"Sweep file {str(path)!r}")
