@@ -15,11 +15,19 @@ Which hooks, and why (verified on torch 2.13):
 Hooks never raise into the user's training (errors are counted in the record) and never
 touch the user's tensors beyond reading them, so a watched run computes bitwise the same
 losses as an unwatched one.
+
+Several processes (DDP, FSDP2): see `gradscope.distributed`; every rank watches, one
+collective per recorded step combines the ranks, only rank 0 keeps the statistics.
+
+torch.compile: a hook that Dynamo traces runs eagerly in a graph break when the compile
+allows graph breaks (statistics as in eager mode); under `fullgraph=True` it does nothing,
+so the compiled graph stays whole, and the record says which statistics are missing.
 """
 
 from __future__ import annotations
 
 import platform
+import warnings
 import weakref
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Optional
@@ -29,6 +37,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from . import __version__
+from .distributed import combiner_for, is_sharded, local_tensor, process_rank
 from .errors import GradscopeError
 from .model_tree import NONNEGATIVE, WatchedModule, saturation_counter, select_modules, unwrap
 from .record import HookError, ModuleInfo, RunMeta, RunRecord
@@ -43,6 +52,37 @@ def _inert_hook_factory() -> Callable[..., None]:
     return _inert_hook
 
 
+class _CompileState:
+    """What the hooks noticed of torch.compile (attributes set inside traced code are replayed
+    by Dynamo on every call of the compiled graph)."""
+
+    def __init__(self) -> None:
+        self.traced = False  # a hook was traced by Dynamo
+        self.fullgraph = False  # ... inside a graph that must not break: it did nothing
+
+
+def _graph_breaks_allowed() -> bool:
+    """Evaluated once while Dynamo traces a hook (a constant of the trace): may the graph break?"""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+        return not (getattr(tx, "one_graph", False) or getattr(tx, "error_on_graph_break", False))
+    except Exception:  # noqa: BLE001 - unknown Dynamo internals: keep the graph whole
+        return False
+
+
+# Set by hand rather than with torch._dynamo.assume_constant_result: importing Dynamo costs seconds.
+_graph_breaks_allowed._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def _call(fn: Callable[..., Any], args: tuple) -> Any:
+    return fn(*args)
+
+
+_call_eagerly = torch._disable_dynamo(_call)  # a graph break: the hook body runs as plain Python
+
+
 class _Hook:
     """A callable registered on the user's objects.
 
@@ -50,12 +90,23 @@ class _Hook:
     into this run's statistics, and `torch.save(model)` while watched pickles a no-op.
     """
 
-    __slots__ = ("fn",)
+    __slots__ = ("fn", "compile_state")
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], compile_state: Optional[_CompileState] = None) -> None:
         self.fn = fn
+        self.compile_state = compile_state
 
     def __call__(self, *args: Any) -> Any:
+        if torch.compiler.is_compiling():  # Dynamo is tracing this call (a compiled forward)
+            state = self.compile_state
+            if _graph_breaks_allowed():
+                if state is not None:
+                    state.traced = True
+                return _call_eagerly(self.fn, args)
+            if state is not None:
+                state.traced = True
+                state.fullgraph = True
+            return None
         return self.fn(*args)
 
     def __deepcopy__(self, memo: dict) -> Callable[..., None]:
@@ -96,6 +147,7 @@ class Watcher:
         activations: bool = True,
         gradients: bool = True,
         update_ratio: bool = True,
+        process_group: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GradscopeError(f"gradscope.watch needs a torch.nn.Module, got {type(model).__name__}.")
@@ -109,6 +161,12 @@ class Watcher:
         self.update_ratio = update_ratio and optimizer is not None
         self._watched = select_modules(self.model, include, exclude)
         self._params = [(pname, p) for w in self._watched for pname, p in w.params]
+        self._rank, self._world = process_rank(process_group)
+        # Several ranks training one model (DDP, FSDP2): combined once per recorded step.
+        self._ranks = combiner_for(model, self._params, process_group)
+        self._sharded = self._world > 1 and any(is_sharded(p) for _, p in self._params)
+        self._compile_state = _CompileState()
+        self._forward_unseen = False  # steps ended without any forward hook having run
         self._record = RunRecord(meta=self._make_meta(include, exclude))
         self._handles: list[Any] = []
         self._tensor_handles: list[Any] = []
@@ -158,6 +216,18 @@ class Watcher:
         return self._record
 
     @property
+    def is_main_process(self) -> bool:
+        """True on rank 0 (or without torch.distributed): the process that keeps the statistics
+        and should write records and reports. Other ranks' records hold no steps."""
+        return self._rank == 0
+
+    def save(self, path: Any) -> Optional[Any]:
+        """Save the record as JSON on the main process only; returns the path there, None elsewhere."""
+        if not self.is_main_process:
+            return None
+        return self.record.save(path)
+
+    @property
     def step(self) -> int:
         """Number of training steps seen so far (optimizer steps, skipped ones included)."""
         return self._step
@@ -168,6 +238,8 @@ class Watcher:
         A value logged after a training forward but before `optimizer.step()` belongs to the
         step in progress; one logged after the step (the usual place) to the step just taken.
         """
+        if not self._keeps_statistics:
+            return
         step = self._step if (self._forward_since_step or self._step == 0) else self._step - 1
         for name, value in scalars.items():
             if isinstance(value, torch.Tensor):
@@ -176,10 +248,13 @@ class Watcher:
 
     # ---- hooks: registration ------------------------------------------------------------------
     def _register_hooks(self) -> None:
-        self._handles.append(self.model.register_forward_pre_hook(_Hook(self._guarded("forward", self._on_root_forward))))
+        state = self._compile_state
+        self._handles.append(
+            self.model.register_forward_pre_hook(_Hook(self._guarded("forward", self._on_root_forward), state))
+        )
         for w in self._watched:
             if w.watch_output and (self.activations or self.gradients):
-                hook = _Hook(self._guarded(f"forward:{w.name}", self._forward_hook_for(w)))
+                hook = _Hook(self._guarded(f"forward:{w.name}", self._forward_hook_for(w)), state)
                 self._handles.append(w.module.register_forward_hook(hook))
         for pname, param in self._params:
             if param.requires_grad:
@@ -217,10 +292,12 @@ class Watcher:
 
     # ---- hooks: forward -------------------------------------------------------------------------
     def _on_root_forward(self, module: nn.Module, args: Any) -> None:
-        if not torch.is_grad_enabled() or not module.training or _in_backward():
-            return
-        if self.optimizer is not None and self._backward_since_step:
+        training = torch.is_grad_enabled() and module.training and not _in_backward()
+        if training and self.optimizer is not None and self._backward_since_step:
             self._maybe_end_skipped_step()
+        self._forward_seen = True
+        if not training:
+            return
         self._forward_since_step = True
         self._last_layout = None
 
@@ -275,7 +352,15 @@ class Watcher:
             )
 
     def _on_backward_end(self) -> None:
+        if self._ranks is not None and not self._backward_end_requeued:
+            # DDP/FSDP finish their gradient reduction in a callback queued after ours: go last.
+            self._backward_end_requeued = True
+            torch.autograd.Variable._execution_engine.queue_callback(
+                self._guarded("backward-end", self._on_backward_end)
+            )
+            return
         self._backward_end_queued = False
+        self._backward_end_requeued = False
         if self._is_recorded(self._step) and self.gradients:
             self._accumulator.add_gradients(*self._current_gradients())
         self._end_step(skipped=False)
@@ -292,19 +377,25 @@ class Watcher:
             self._before_step = ([n for n, _ in named], samples, [s.clone() for s in samples])
 
     def _on_optimizer_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._before_step is not None:
-            names, after, before = self._before_step  # `after`: views of the weights, updated in place
-            self._before_step = None
-            torch._foreach_sub_(before, after)
-            self._accumulator.add_updates(names, before)
-        self._end_step(skipped=False)
+        try:
+            if self._before_step is not None:
+                names, after, before = self._before_step  # `after`: views of the weights, updated in place
+                self._before_step = None
+                torch._foreach_sub_(before, after)
+                self._accumulator.add_updates(names, before)
+        finally:
+            self._end_step(skipped=False)  # always: under DDP/FSDP the other ranks wait for this step
 
     def _current_gradients(self) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor]]:
         named, weights = [], []
         for pname, param in self._params:
             if param.grad is not None:
-                named.append((pname, param.grad))
-                weights.append(param)
+                if self._sharded:  # FSDP2: this rank's shard; the ranks are combined at the flush
+                    named.append((pname, local_tensor(param.grad)))
+                    weights.append(local_tensor(param))
+                else:
+                    named.append((pname, param.grad))
+                    weights.append(param)
         return named, weights
 
     # ---- steps --------------------------------------------------------------------------------------
@@ -325,16 +416,50 @@ class Watcher:
     def _end_step(self, skipped: bool) -> None:
         step = self._step
         self._step += 1
-        if self._is_recorded(step):
-            self._append(step, self._accumulator.flush(), skipped)
-            self._accumulator = StepAccumulator()
-        else:
-            self._accumulator.end_unrecorded_step()
-        self._tensor_handles.clear()  # their tensors are gone with the step
-        self._forwarded_this_step = set()
-        self._backward_since_step = False
-        self._forward_since_step = False
-        self._sentinel = None
+        if not skipped and self._backward_since_step and not self._forward_seen:
+            self._note_unseen_forward()
+        try:
+            if self._is_recorded(step):
+                accumulator, self._accumulator = self._accumulator, StepAccumulator()
+                values = accumulator.flush(self._ranks)
+                if self._keeps_statistics:
+                    self._append(step, values, skipped)
+            else:
+                self._accumulator.end_unrecorded_step()
+        finally:
+            self._tensor_handles.clear()  # their tensors are gone with the step
+            self._forwarded_this_step = set()
+            self._backward_since_step = False
+            self._forward_since_step = False
+            self._forward_seen = False
+            self._sentinel = None
+
+    @property
+    def _keeps_statistics(self) -> bool:
+        # Ranks combined by one collective all know the step's statistics; rank 0 keeps them.
+        return self._ranks is None or self._ranks.is_main
+
+    def _note_unseen_forward(self) -> None:
+        """A training step whose forward no hook saw: compiled code that runs without them."""
+        if self._forward_unseen:
+            return
+        self._forward_unseen = True
+        warnings.warn(self._unseen_forward_note(), RuntimeWarning, stacklevel=2)
+
+    def _unseen_forward_note(self) -> str:
+        missing = "activation statistics (act_*) and backprop_norm are not recorded; gradient, weight and update "
+        missing += "statistics are exact (they are read at the optimizer step, outside the compiled graph)."
+        if self._compile_state.fullgraph:
+            return (
+                "gradscope: the model ran under torch.compile(fullgraph=True); gradscope's forward hooks would "
+                f"break the single graph, so they were disabled: {missing} Compile without fullgraph=True "
+                "(the hooks then run between graph pieces) to get them."
+            )
+        return (
+            "gradscope saw training steps but no forward hook ran: the model most likely runs code compiled "
+            "before gradscope attached (torch.compile does not see hooks added after its first call), so "
+            f"{missing} Attach gradscope before the first call of the compiled model to get them."
+        )
 
     def _append(self, step: int, values: StepValues, skipped: bool) -> None:
         layer_values = {}
@@ -355,6 +480,8 @@ class Watcher:
         self._sentinel: Optional[tuple[Any, int, int]] = None
         self._before_step: Optional[tuple[list[str], list[torch.Tensor], list[torch.Tensor]]] = None
         self._last_layout: Optional[str] = None
+        self._forward_seen = False  # any call of the model's forward, training or not
+        self._backward_end_requeued = False
 
     # ---- the record -----------------------------------------------------------------------------------
     def _make_meta(self, include: Any, exclude: Any) -> RunMeta:
@@ -377,6 +504,7 @@ class Watcher:
                 "activations": self.activations,
                 "gradients": self.gradients,
                 "update_ratio": self.update_ratio,
+                "world_size": self._world,
             },
         )
 
@@ -396,24 +524,57 @@ class Watcher:
                 trainable_params=sum(p.numel() for _, p in w.params if p.requires_grad),
                 activation=w.activation,
                 is_leaf=w.is_leaf,
-                executed=w.name in order,
+                executed=w.name in order or self._forward_unseen,  # unseen forwards: unknown, not unused
             )
             for _, w in ranked
         ]
         self._record.hook_errors = list(self._hook_errors.values())
         if SAMPLING_NOTE not in self._record.meta.notes:
             self._record.meta.notes.append(SAMPLING_NOTE)
+        notes = []
         if self.optimizer is None:
-            note = "Gradients were read after each backward (no optimizer given): update_ratio is unavailable."
+            notes.append("Gradients were read after each backward (no optimizer given): update_ratio is unavailable.")
+        notes += self._scale_out_notes()
+        for note in notes:
             if note not in self._record.meta.notes:
                 self._record.meta.notes.append(note)
+
+    def _scale_out_notes(self) -> list[str]:
+        notes = []
+        if self._ranks is not None:
+            notes.append(
+                f"Trained by {self._world} ranks ({'FSDP2 shards' if self._ranks.sharded else 'DDP'}); statistics "
+                "are those of the global batch: activation sums and counts over all ranks (a unit is dead only if "
+                "dead on every rank; act_calls per rank, act_batch the global batch), gradients as the optimizer "
+                "used them (all-reduced, or the shards combined), backprop_norm of the rank-averaged loss."
+            )
+            if not self._ranks.is_main:
+                notes.append(f"This is rank {self._rank} of {self._world}: only rank 0 keeps the statistics.")
+        elif self._world > 1:
+            notes.append(
+                f"torch.distributed runs {self._world} processes, but the watched model is neither DDP-wrapped nor "
+                "FSDP2-sharded: the statistics are this rank's only. Wrap the model before watching it, or pass "
+                "process_group= to combine the ranks."
+            )
+        if self._forward_unseen:
+            notes.append(self._unseen_forward_note())
+        elif self._compile_state.traced:
+            notes.append(
+                "The model ran under torch.compile; gradscope's hooks ran eagerly between compiled pieces "
+                "(graph breaks), so the statistics are those of eager execution."
+            )
+        return notes
 
 
 def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, **options: Any) -> Watcher:
     """A Watcher for `model`; use it in a `with` block, which attaches and detaches it.
 
     Options: every=N (record every Nth step), include=/exclude= (regexes on module names),
-    activations=True, gradients=True, update_ratio=True.
+    activations=True, gradients=True, update_ratio=True, process_group=None (the ranks that
+    train the model together; by default all ranks when the model is DDP-wrapped or FSDP2-sharded).
+
+    Under torch.distributed every rank must watch the model (with the same options); only the
+    main process (`run.is_main_process`, rank 0) keeps statistics: save and report there.
     """
     return Watcher(model, optimizer, **options)
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from .distributed import RankCombiner
 
 Value = Optional[float]
 _F32 = torch.float32
@@ -195,7 +198,10 @@ class StepAccumulator:
         for n, v in zip(names, torch._foreach_norm([_dense(w.detach()) for w in weights], 2, dtype=_F32)):
             self.queue("weight_norm", n, v)
         for n, g, a in zip(names, grads, abs_samples):
-            low, high = torch.aminmax(g)  # one pass, no temporary, unlike abs().max()
+            if g.numel():
+                low, high = torch.aminmax(g)  # one pass, no temporary, unlike abs().max()
+            else:  # an empty FSDP shard on this rank: the neutral elements of MAX and MIN
+                high, low = g.new_full((), -math.inf, dtype=_F32), g.new_full((), math.inf, dtype=_F32)
             self.queue("grad_high", n, high)
             self.queue("grad_low", n, low)
             self.queue("grad_l1", n, a.sum(dtype=_F32))
@@ -219,8 +225,8 @@ class StepAccumulator:
             self.parked.append((self.queued_keys, _stack(self.queued)))
             self.queued_keys, self.queued = [], []
 
-    def flush(self) -> "StepValues":
-        """One device-to-host copy (per device) for everything measured in the window."""
+    def measurements(self) -> "Measurements":
+        """Everything measured in the window, still on the device (one rank's share under DDP/FSDP)."""
         self.steps_in_window += 1
         keys: list[tuple[str, str]] = []
         chunks: list[torch.Tensor] = []
@@ -230,36 +236,76 @@ class StepAccumulator:
         if self.queued:
             keys.extend(self.queued_keys)
             chunks.append(_stack(self.queued))
-        dead_names = []
-        for name, counts in self.per_unit.items():
-            window = self.layers[name]
-            if window.units is None or not counts:
+        unit_peaks = {}
+        for name, peaks in self.per_unit.items():
+            if self.layers[name].units is None or not peaks:
                 continue
-            total = counts[0] if len(counts) == 1 else torch.stack(counts).sum(0)
-            keys.append(("act_dead", name))  # units whose peak |output| summed over calls is 0
-            chunks.append((total == 0).sum().reshape(1))
-            dead_names.append(name)
-        host = _to_host(chunks)
-        values = StepValues(steps_in_window=self.steps_in_window)
-        for (kind, name), value in zip(keys, host):
-            values.add(kind, name, value)
-        values.layers = dict(self.layers)
-        values.param_numel = dict(self.param_numel)
-        values.param_sampled = dict(self.param_sampled)
-        values.params_with_grad = list(self.params_with_grad)
-        self._count_nonfinite(values)
+            # peak |output| per unit summed over calls: 0 exactly for units that were always 0
+            unit_peaks[name] = peaks[0] if len(peaks) == 1 else torch.stack(peaks).sum(0)
+        return Measurements(
+            keys=keys,
+            chunks=chunks,
+            unit_peaks=unit_peaks,
+            layers=dict(self.layers),
+            param_numel=dict(self.param_numel),
+            param_sampled=dict(self.param_sampled),
+            params_with_grad=list(self.params_with_grad),
+            steps_in_window=self.steps_in_window,
+        )
+
+    def flush(self, ranks: Optional["RankCombiner"] = None) -> "StepValues":
+        """One device-to-host copy for everything measured in the window; with `ranks`, one
+        collective that combines every rank's measurements into those of the global batch."""
+        measured = self.measurements()
+        values = measured.to_host() if ranks is None else ranks.combine(measured)
+        self._count_nonfinite(values, ranks)
         return values
 
-    def _count_nonfinite(self, values: "StepValues") -> None:
+    def _count_nonfinite(self, values: "StepValues", ranks: Optional["RankCombiner"] = None) -> None:
         # Rare path, only on steps whose gradient norm is NaN/Inf: count the bad entries exactly.
+        # Under DDP/FSDP every rank sees the same combined norms, so all of them take this path.
         bad = [n for n in values.params_with_grad if not math.isfinite(values.sums["grad_norm"].get(n, 0.0))]
-        if not bad or not self.grads_for_nonfinite:
+        if not bad or (ranks is None and not self.grads_for_nonfinite):
             return
+        local = [self.grads_for_nonfinite.get(n) for n in bad]
         counts = torch.stack(
-            [torch.count_nonzero(~torch.isfinite(self.grads_for_nonfinite[n])) for n in bad]
-        ).tolist()
-        for n, c in zip(bad, counts):
+            [torch.count_nonzero(~torch.isfinite(g)) if g is not None else torch.zeros((), dtype=torch.int64)
+             for g in local]
+        ).to(torch.float64)
+        host = ranks.count_nonfinite(bad, counts) if ranks is not None else counts.tolist()
+        for n, c in zip(bad, host):
             values.nonfinite[n] = float(c)
+
+
+@dataclass
+class Measurements:
+    """One window as measured by this process: queued values still on the device, host counters."""
+
+    keys: list[tuple[str, str]]  # (kind, name) of each entry of `chunks`, in order
+    chunks: list[torch.Tensor]  # 1-d float64 device tensors
+    unit_peaks: dict[str, torch.Tensor]  # per-unit sums of peaks (act_dead_frac)
+    layers: dict[str, _LayerWindow]
+    param_numel: dict[str, int]
+    param_sampled: dict[str, int]
+    params_with_grad: list[str]
+    steps_in_window: int
+
+    def to_host(self) -> "StepValues":
+        keys = list(self.keys)
+        chunks = list(self.chunks)
+        for name, total in self.unit_peaks.items():
+            keys.append(("act_dead", name))  # counted on the device: only the count is copied
+            chunks.append((total == 0).sum().reshape(1))
+        values = StepValues(
+            steps_in_window=self.steps_in_window,
+            layers=self.layers,
+            param_numel=self.param_numel,
+            param_sampled=self.param_sampled,
+            params_with_grad=self.params_with_grad,
+        )
+        for (kind, name), value in zip(keys, _to_host(chunks)):
+            values.add(kind, name, value)
+        return values
 
 
 @dataclass
