@@ -167,6 +167,9 @@ class Watcher:
         self._sharded = self._world > 1 and any(is_sharded(p) for _, p in self._params)
         self._compile_state = _CompileState()
         self._forward_unseen = False  # steps ended without any forward hook having run
+        # DDP: each rank's gradient norm before averaging, a sign of unevenly split data
+        self._rank_spread = self._ranks is not None and not self._ranks.sharded and gradients and optimizer is not None
+        self._local_norms: dict[int, torch.Tensor] = {}
         self._record = RunRecord(meta=self._make_meta(include, exclude))
         self._handles: list[Any] = []
         self._tensor_handles: list[Any] = []
@@ -342,6 +345,9 @@ class Watcher:
         grad = param.grad
         if grad is not None:
             self._sentinel = (weakref.ref(param), id(grad), grad._version)
+            if self._rank_spread and self._is_recorded(self._step):
+                # DDP's own hook on this gradient runs after this one: still this rank's gradient.
+                self._local_norms[id(param)] = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32)
         self._queue_backward_end()
 
     def _queue_backward_end(self) -> None:
@@ -371,6 +377,9 @@ class Watcher:
             return
         named, weights = self._current_gradients()
         self._accumulator.add_gradients(named, weights)
+        if self._local_norms:
+            self._accumulator.add_local_gradient_norm(list(self._local_norms.values()))
+            self._local_norms = {}
         if self.update_ratio and named:
             # A copy of (a sample of) the weights, so the post-step hook can measure the update.
             samples = [sample(w.detach()) for w in weights]
@@ -433,6 +442,7 @@ class Watcher:
             self._forward_since_step = False
             self._forward_seen = False
             self._sentinel = None
+            self._local_norms = {}
 
     @property
     def _keeps_statistics(self) -> bool:
@@ -470,6 +480,9 @@ class Watcher:
             layer_values[w.name] = stats
         param_values = {} if skipped else {pname: values.gradient_stats([pname]) for pname, _ in self._params}
         self._record.append_step(step, layer_values, param_values, skipped=skipped)
+        if values.rank_grad_norms and not skipped:
+            self._record.log_scalar(step, "grad_norm_rank_max", max(values.rank_grad_norms))
+            self._record.log_scalar(step, "grad_norm_rank_min", min(values.rank_grad_norms))
 
     def _reset_window(self) -> None:
         self._accumulator = StepAccumulator()

@@ -33,11 +33,12 @@ from torch import nn
 from .stats import Measurements, StepValues, _LayerWindow
 
 # Queued as norms, combined as sums of squares.
-_NORM_KINDS = frozenset({"act_norm", "backprop_norm", "grad_norm", "weight_norm", "update_norm"})
+_NORM_KINDS = frozenset({"act_norm", "backprop_norm", "grad_norm", "weight_norm", "update_norm", "rank_grad_norm"})
 _PARAM_KINDS = frozenset({"grad_norm", "grad_l1", "grad_high", "grad_low", "grad_nonzero", "weight_norm", "update_norm"})
 # Host counters of a layer, in the order they travel; how each combines across ranks.
 _LAYER_COUNTERS = ("calls", "numel", "batch", "eval_calls", "sampled", "units", "saturating")
 _MISMATCH = -1.0  # header of a rank whose measurements do not have the agreed layout
+_RANK_NORM = ("rank_grad_norm", "")  # not combined: one value per rank (the spread across ranks)
 
 
 def _dtensor_type() -> Optional[type]:
@@ -187,6 +188,7 @@ class RankCombiner:
         values = StepValues(steps_in_window=steps_in_window)
         if not decoded:
             return values
+        values.rank_grad_norms = [math.sqrt(d.scalars.pop(_RANK_NORM)) for d in decoded if _RANK_NORM in d.scalars]
         self._combine_scalars(values, [d.scalars for d in decoded])
         self._combine_layers(values, [d.layers for d in decoded])
         self._combine_units(values, [d.unit_peaks for d in decoded])

@@ -210,6 +210,11 @@ class StepAccumulator:
             self.queue("grad_nonzero", n, a.sum(dtype=_F32))
         self.grads_for_nonfinite = dict(zip(names, grads))
 
+    def add_local_gradient_norm(self, norms: list[torch.Tensor]) -> None:
+        """This rank's own gradient norm before DDP averaged it (one value per rank)."""
+        if norms:
+            self.queue("rank_grad_norm", "", torch.linalg.vector_norm(torch.stack(norms)))
+
     def add_updates(self, names: list[str], deltas: list[torch.Tensor]) -> None:
         """Norms of (sampled) weight changes; `deltas` are taken on the slices `sample` picks."""
         if names:
@@ -320,6 +325,7 @@ class StepValues:
     param_sampled: dict[str, int] = field(default_factory=dict)
     params_with_grad: list[str] = field(default_factory=list)
     nonfinite: dict[str, float] = field(default_factory=dict)
+    rank_grad_norms: list[float] = field(default_factory=list)  # DDP: each rank's pre-average norm
 
     def add(self, kind: str, name: str, value: float) -> None:
         if kind in ("act_norm", "backprop_norm"):

@@ -6,6 +6,7 @@ and each test checks one aspect of their records.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -22,6 +23,8 @@ from torch import nn
 
 import gradscope
 from gradscope.statdefs import ACTIVATION_STAT_NAMES, GRADIENT_STAT_NAMES
+
+from .models import all_hooks
 
 WORLD = 2
 STEPS = 3
@@ -93,9 +96,11 @@ def _worker(rank: int, port: int, out: str) -> None:
         model = _ddp_model()
         ddp = DDP(model)
         opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+        hooks_before = all_hooks(ddp, opt)
         with gradscope.watch(ddp, optimizer=opt) as run:
             _train(model, ddp, opt, _ddp_batches(), F.cross_entropy, rank)
             run.log(loss=1.0)
+        result["ddp_hooks_left"] = all_hooks(ddp, opt) - hooks_before
         # every rank asks to save to the same path: only rank 0 may write it
         result["ddp_saved"] = run.save(out_dir / "ddp.json") is not None
         result["ddp_is_main"] = run.is_main_process
@@ -128,9 +133,36 @@ def _worker(rank: int, port: int, out: str) -> None:
         run.save(out_dir / "fsdp.json")
         result["fsdp_hook_errors"] = [e.error for e in run.record.hook_errors]
         result["fsdp_collectives"] = run._ranks.collectives
+
+        # FSDP2: a non-finite gradient entry in rank 1's shard only is counted in rank 0's record
+        model = _fsdp_model()
+        for layer in (model[0], model[2], model[4]):
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with gradscope.watch(model, optimizer=opt) as run:
+            x, y = _local(_fsdp_batches()[0], rank)
+            F.mse_loss(model(x), y).backward()
+            if rank == 1:
+                model[0].weight.grad.to_local()[0, 0] = float("inf")
+            opt.step()
+        run.save(out_dir / "fsdp_inf.json")
+
+        # the torchrun sample, in this already initialised process group
+        sample = _load_sample()
+        report = sample.write_outputs(sample.train(steps=3), str(out_dir / "sample.json"))
+        result["sample_report"] = report
     finally:
         (out_dir / f"rank{rank}.json").write_text(json.dumps(result))
         dist.destroy_process_group()
+
+
+def _load_sample():
+    path = Path(__file__).resolve().parent.parent / "samples" / "ddp_train.py"
+    spec = importlib.util.spec_from_file_location("ddp_train_sample", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _free_port() -> int:
@@ -217,9 +249,37 @@ def test_ddp_names_rank_zero_writes_and_one_collective_per_step(two_ranks):
     assert rank0["ddp_collectives"] == rank1["ddp_collectives"] == STEPS
     assert rank0["fsdp_collectives"] == STEPS
     assert sorted(p.name for p in two_ranks.iterdir() if not p.name.startswith("rank")) == [
-        "ddp.json", "ddp_backward.json", "fsdp.json",
+        "ddp.json", "ddp_backward.json", "fsdp.json", "fsdp_inf.json", "sample.json",
     ]
+    assert rank0["ddp_hooks_left"] == rank1["ddp_hooks_left"] == 0
     assert record.scalar_series("loss") == ([STEPS - 1], [1.0])
+
+
+def test_ddp_records_the_spread_of_each_ranks_own_gradient_norm(two_ranks):
+    record = gradscope.RunRecord.load(two_ranks / "ddp.json")
+    steps, highs = record.scalar_series("grad_norm_rank_max")
+    _, lows = record.scalar_series("grad_norm_rank_min")
+    assert steps == list(range(STEPS))
+    # step 0: each rank's gradient of its own half of the batch, before DDP averaged them
+    local = []
+    for rank in range(WORLD):
+        model = _ddp_model()
+        x, y = _local(_ddp_batches()[0], rank)
+        F.cross_entropy(model(x), y).backward()
+        local.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item())
+    assert highs[0] == pytest.approx(max(local), rel=1e-5)
+    assert lows[0] == pytest.approx(min(local), rel=1e-5)
+    assert highs[0] > 1.05 * lows[0]  # the halves differ (x0 <= 0 on rank 0, > 0.5 on rank 1)
+
+
+def test_torchrun_sample_writes_only_on_rank_zero(two_ranks):
+    rank0 = json.loads((two_ranks / "rank0.json").read_text())
+    rank1 = json.loads((two_ranks / "rank1.json").read_text())
+    assert rank1["sample_report"] is None
+    record = gradscope.RunRecord.load(two_ranks / "sample.json")
+    assert record.steps == [0, 1, 2] and record.layers[0] == "0"
+    assert record.series("act_batch", "0") == [64.0] * 3  # the global batch
+    assert "Linear" in rank0["sample_report"] and "Sigmoid" in rank0["sample_report"]
 
 
 def test_ddp_without_optimizer_reads_the_all_reduced_gradients(two_ranks):
@@ -248,3 +308,11 @@ def test_fsdp2_uneven_and_empty_shards_give_global_statistics(two_ranks):
     _assert_same_statistics(got, want, list(ACTIVATION_STAT_NAMES) + ["backprop_norm"], want.layers)
     assert any("FSDP2 shards" in note for note in got.meta.notes)
     assert not math.isnan(got.series("grad_max", "4.bias")[0])
+
+
+def test_fsdp2_non_finite_entries_of_one_shard_are_counted_across_ranks(two_ranks):
+    record = gradscope.RunRecord.load(two_ranks / "fsdp_inf.json")
+    assert record.series("grad_nonfinite", "0.weight") == [1.0]
+    assert record.series("grad_norm", "0.weight") == [math.inf]
+    assert record.series("grad_nonfinite", "0.bias") == [0.0]
+    assert record.series("grad_nonfinite", "2") == [0.0]
