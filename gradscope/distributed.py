@@ -98,6 +98,9 @@ class RankCombiner:
         self.sharded = any(r < self.world for r in self.replicas.values())
         self._agreed: Optional[tuple[float, int]] = None  # (fingerprint, length) every rank sent last time
         self.collectives = 0  # collectives issued, for tests and benchmarks
+        self._last_layout: tuple = ()
+        self._plan: Optional[_Plan] = None
+        self._last_fingerprint = 0.0
 
     @property
     def is_main(self) -> bool:
@@ -113,6 +116,8 @@ class RankCombiner:
         rows = self._exchange(layout, vector)
         if failure is not None:
             raise failure
+        if all(lay == layout for lay, _ in rows):  # the usual case: one vectorised pass
+            return self._combine_aligned(layout, torch.stack([row for _, row in rows]), measured.steps_in_window)
         return self._decode_and_combine(rows, measured.steps_in_window)
 
     def count_nonfinite(self, names: list[str], local_counts: torch.Tensor) -> list[float]:
@@ -155,12 +160,12 @@ class RankCombiner:
         )
         return layout, torch.cat(parts)
 
-    def _exchange(self, layout: tuple, vector: torch.Tensor) -> list[tuple[tuple, list[float]]]:
+    def _exchange(self, layout: tuple, vector: torch.Tensor) -> list[tuple[tuple, torch.Tensor]]:
         """Every rank's (layout, values). One all_gather while all ranks measure the same things
         (the usual case); when layouts differ (first step, data-dependent branches) a fallback
         that exchanges the layouts too. Every rank takes the same path: the decision depends only
         on what the collective returned, which is the same everywhere."""
-        fingerprint = float(zlib.crc32(repr(layout).encode()))
+        fingerprint = self._fingerprint(layout)
         if self._agreed is not None:
             agreed_fingerprint, length = self._agreed
             fits = fingerprint == agreed_fingerprint and vector.numel() == length
@@ -170,8 +175,8 @@ class RankCombiner:
             gathered = [torch.empty_like(sent) for _ in range(self.world)]
             self._dist.all_gather(gathered, sent, group=self.group)
             self.collectives += 1
-            rows = torch.stack(gathered).cpu().tolist()  # the one device-to-host copy of the step
-            if all(row[0] == agreed_fingerprint for row in rows):
+            rows = torch.stack(gathered).cpu()  # the one device-to-host copy of the step
+            if bool((rows[:, 0] == agreed_fingerprint).all()):
                 return [(layout, row[1:]) for row in rows]
         objects: list[Any] = [None] * self.world
         self._dist.all_gather_object(objects, (fingerprint, layout, vector.cpu().tolist()), group=self.group)
@@ -180,10 +185,70 @@ class RankCombiner:
         lengths = {len(values) for _, _, values in objects}
         same = len(fingerprints) == 1 and len(lengths) == 1 and _MISMATCH not in fingerprints
         self._agreed = (fingerprint, vector.numel()) if same else None
-        return [(lay, values) for _, lay, values in objects]
+        return [(lay, torch.tensor(values, dtype=torch.float64)) for _, lay, values in objects]
+
+    def _fingerprint(self, layout: tuple) -> float:
+        if layout != self._last_layout:  # a tuple comparison is much cheaper than repr + crc32
+            self._last_layout, self._last_fingerprint = layout, float(zlib.crc32(repr(layout).encode()))
+        return self._last_fingerprint
 
     # ---- combining on the host ---------------------------------------------------------------
-    def _decode_and_combine(self, rows: list[tuple[tuple, list[float]]], steps_in_window: int) -> StepValues:
+    def _combine_aligned(self, layout: tuple, rows: torch.Tensor, steps_in_window: int) -> StepValues:
+        """All ranks measured the same things in the same order: combine column by column."""
+        keys, unit_segments, layer_names, params, params_with_grad, _steps = layout
+        plan = self._plan_for(layout)
+        n = len(keys)
+        scalars = rows[:, :n].clone()
+        scalars[:, plan.squared] = scalars[:, plan.squared].square()
+        combined = torch.where(plan.replicated, scalars[0], scalars.sum(0))
+        combined = torch.where(plan.is_max, scalars.max(0).values, combined)
+        combined = torch.where(plan.is_min, scalars.min(0).values, combined)
+        combined = combined * plan.scale  # 1/R for shards, 1/world^2 for backprop
+        values = StepValues(steps_in_window=steps_in_window)
+        sums = values.sums
+        for column, ((kind, name), value) in enumerate(zip(keys, combined.tolist())):
+            if kind in _PARAM_KINDS:
+                sums[kind][name] = math.sqrt(value) if kind in _NORM_KINDS else value
+            elif kind == "rank_grad_norm":  # not combined: one (squared) value per rank
+                values.rank_grad_norms = [math.sqrt(v) for v in scalars[:, column].tolist()]
+            else:  # act_norm and backprop_norm stay squared, as StepValues.add keeps them
+                sums[kind][name] = sums[kind].get(name, 0.0) + value
+        at = n
+        for name, length in unit_segments:
+            totals = rows[:, at : at + length].sum(0)
+            sums["act_dead"][name] = float((totals == 0).sum())
+            at += length
+        width = len(_LAYER_COUNTERS)
+        counters = rows[:, at : at + width * len(layer_names)].reshape(self.world, len(layer_names), width)
+        high, low, total = counters.max(0).values.tolist(), counters.min(0).values.tolist(), counters.sum(0).tolist()
+        calls, numel, batch, eval_calls, sampled, units, saturating = range(width)  # column of each counter
+        for i, name in enumerate(layer_names):
+            same_units = high[i][units] == low[i][units] and high[i][units] >= 0
+            values.layers[name] = _LayerWindow(
+                calls=int(high[i][calls]),  # per rank, like a single process on the whole batch
+                numel=int(total[i][numel]),
+                batch=int(total[i][batch]),
+                eval_calls=int(high[i][eval_calls]),
+                sampled=int(total[i][sampled]),
+                units=int(high[i][units]) if same_units else None,
+                saturating=bool(high[i][saturating]),
+            )
+        at += width * len(layer_names)
+        sizes = rows[:, at : at + 2 * len(params)].reshape(self.world, len(params), 2)
+        first, total = sizes[0].tolist(), sizes.sum(0).tolist()
+        for i, name in enumerate(params):
+            r = self.replicas.get(name, self.world)
+            numel, sampled = first[i] if r >= self.world else (round(t / r) for t in total[i])
+            values.param_numel[name], values.param_sampled[name] = int(numel), int(sampled)
+        values.params_with_grad = list(params_with_grad)
+        return values
+
+    def _plan_for(self, layout: tuple) -> "_Plan":
+        if self._plan is None or self._plan.layout is not layout and self._plan.layout != layout:
+            self._plan = _Plan(layout, self.replicas, self.world)
+        return self._plan
+
+    def _decode_and_combine(self, rows: list[tuple[tuple, torch.Tensor]], steps_in_window: int) -> StepValues:
         decoded = [_decode(layout, values) for layout, values in rows if layout and layout[0] != "failed"]
         values = StepValues(steps_in_window=steps_in_window)
         if not decoded:
@@ -231,14 +296,14 @@ class RankCombiner:
                 saturating=any(w.saturating for w in windows),
             )
 
-    def _combine_units(self, values: StepValues, per_rank: list[dict[str, list[float]]]) -> None:
+    def _combine_units(self, values: StepValues, per_rank: list[dict[str, torch.Tensor]]) -> None:
         for name in _ordered_union(per_rank):
             peaks = [rank.get(name) for rank in per_rank]
             window = values.layers.get(name)
-            if window is None or window.units is None or any(p is None or len(p) != window.units for p in peaks):
+            if window is None or window.units is None or any(p is None or p.numel() != window.units for p in peaks):
                 continue  # a rank saw other widths, or no batch: dead units are undefined
-            totals = [sum(column) for column in zip(*peaks)]
-            values.sums["act_dead"][name] = float(sum(1 for t in totals if t == 0))
+            totals = torch.stack(peaks).sum(0)  # host tensors: no device synchronisation
+            values.sums["act_dead"][name] = float((totals == 0).sum())
 
     def _combine_params(self, values: StepValues, decoded: list["_Decoded"]) -> None:
         for name in _ordered_union([d.param_numel for d in decoded]):
@@ -253,28 +318,55 @@ class RankCombiner:
         values.params_with_grad = _ordered_union([dict.fromkeys(d.params_with_grad) for d in decoded])
 
 
+class _Plan:
+    """How each scalar column of an agreed layout combines across ranks (built once per layout)."""
+
+    def __init__(self, layout: tuple, replicas: dict[str, int], world: int) -> None:
+        self.layout = layout
+        keys = layout[0]
+        squared, replicated, is_max, is_min, scale = [], [], [], [], []
+        for kind, name in keys:
+            r = replicas.get(name, world) if kind in _PARAM_KINDS else 0
+            squared.append(kind in _NORM_KINDS)
+            replicated.append(r >= world)
+            is_max.append(kind == "grad_high" and r < world)
+            is_min.append(kind == "grad_low" and r < world)
+            if kind == "backprop_norm":
+                scale.append(1.0 / (world * world))
+            elif kind in _PARAM_KINDS and r < world and kind not in ("grad_high", "grad_low"):
+                scale.append(1.0 / r)
+            else:
+                scale.append(1.0)
+        self.squared = torch.tensor(squared, dtype=torch.bool)
+        self.replicated = torch.tensor(replicated, dtype=torch.bool)
+        self.is_max = torch.tensor(is_max, dtype=torch.bool)
+        self.is_min = torch.tensor(is_min, dtype=torch.bool)
+        self.scale = torch.tensor(scale, dtype=torch.float64)
+
+
 class _Decoded:
     """One rank's measurements, back on the host, aggregated per key within the rank."""
 
     def __init__(self) -> None:
         self.scalars: dict[tuple[str, str], float] = {}
-        self.unit_peaks: dict[str, list[float]] = {}
+        self.unit_peaks: dict[str, torch.Tensor] = {}
         self.layers: dict[str, _LayerWindow] = {}
         self.param_numel: dict[str, float] = {}
         self.param_sampled: dict[str, float] = {}
         self.params_with_grad: list[str] = []
 
 
-def _decode(layout: tuple, values: list[float]) -> _Decoded:
+def _decode(layout: tuple, row: torch.Tensor) -> _Decoded:
     keys, unit_segments, layer_names, params, params_with_grad, _steps = layout
     d = _Decoded()
-    for key, value in zip(keys, values):
+    for key, value in zip(keys, row[: len(keys)].tolist()):
         contribution = value * value if key[0] in _NORM_KINDS else value
         d.scalars[key] = d.scalars.get(key, 0.0) + contribution
     at = len(keys)
     for name, length in unit_segments:
-        d.unit_peaks[name] = values[at : at + length]
+        d.unit_peaks[name] = row[at : at + length]
         at += length
+    values = row.tolist()
     width = len(_LAYER_COUNTERS)
     for name in layer_names:
         calls, numel, batch, eval_calls, sampled, units, saturating = values[at : at + width]

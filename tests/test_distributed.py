@@ -67,6 +67,20 @@ def _fsdp_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(torch.randn(GLOBAL_BATCH, 6, generator=g), torch.randn(GLOBAL_BATCH, 1, generator=g)) for _ in range(STEPS)]
 
 
+class _Branchy(nn.Module):
+    """Runs its ReLU a second time when `extra` is set: ranks can measure different things."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.fc, self.act, self.head = nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)
+        self.extra = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.fc(x))
+        return self.head(self.act(h) if self.extra else h)
+
+
 def _local(batch: tuple[torch.Tensor, torch.Tensor], rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     half = GLOBAL_BATCH // WORLD
     return tuple(t[rank * half : (rank + 1) * half] for t in batch)  # type: ignore[return-value]
@@ -106,6 +120,20 @@ def _worker(rank: int, port: int, out: str) -> None:
         result["ddp_is_main"] = run.is_main_process
         result["ddp_steps_kept"] = run.record.steps
         result["ddp_collectives"] = run._ranks.collectives
+
+        # DDP where rank 1 takes a data-dependent branch at step 1: the layouts differ for a step
+        model = _Branchy()
+        ddp = DDP(model)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        with gradscope.watch(ddp, optimizer=opt) as run:
+            for i, batch in enumerate(_ddp_batches()):
+                model.extra = rank == 1 and i == 1
+                x, y = _local(batch, rank)
+                F.cross_entropy(ddp(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+        run.save(out_dir / "branchy.json")
+        result["branchy_collectives"] = run._ranks.collectives
 
         # DDP without an optimizer: gradients read after backward, once DDP has all-reduced them
         model = _ddp_model()
@@ -249,7 +277,7 @@ def test_ddp_names_rank_zero_writes_and_one_collective_per_step(two_ranks):
     assert rank0["ddp_collectives"] == rank1["ddp_collectives"] == STEPS
     assert rank0["fsdp_collectives"] == STEPS
     assert sorted(p.name for p in two_ranks.iterdir() if not p.name.startswith("rank")) == [
-        "ddp.json", "ddp_backward.json", "fsdp.json", "fsdp_inf.json", "sample.json",
+        "branchy.json", "ddp.json", "ddp_backward.json", "fsdp.json", "fsdp_inf.json", "sample.json",
     ]
     assert rank0["ddp_hooks_left"] == rank1["ddp_hooks_left"] == 0
     assert record.scalar_series("loss") == ([STEPS - 1], [1.0])
@@ -316,3 +344,14 @@ def test_fsdp2_non_finite_entries_of_one_shard_are_counted_across_ranks(two_rank
     assert record.series("grad_norm", "0.weight") == [math.inf]
     assert record.series("grad_nonfinite", "0.bias") == [0.0]
     assert record.series("grad_nonfinite", "2") == [0.0]
+
+
+def test_ranks_that_measured_different_things_are_still_combined(two_ranks):
+    record = gradscope.RunRecord.load(two_ranks / "branchy.json")
+    rank0 = json.loads((two_ranks / "rank0.json").read_text())
+    # step 0 agrees on the layout; step 1 falls back to exchanging layouts (one extra collective)
+    assert rank0["branchy_collectives"] == STEPS + 1
+    assert record.steps == [0, 1, 2] and not record.hook_errors
+    assert record.series("act_calls", "act") == [1.0, 2.0, 1.0]  # calls per rank: the most any rank made
+    assert record.series("act_batch", "act")[0] == GLOBAL_BATCH
+    assert all(v > 0 for v in record.series("grad_norm", "fc"))
