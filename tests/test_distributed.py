@@ -176,6 +176,16 @@ def _worker(rank: int, port: int, out: str) -> None:
             opt.step()
         run.save(out_dir / "fsdp_inf.json")
 
+        # FSDP2 without an optimizer: gradients read after backward, once the shards are reduced
+        model = _fsdp_model()
+        for layer in (model[0], model[2], model[4]):
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        with gradscope.watch(model) as run:
+            x, y = _local(_fsdp_batches()[0], rank)
+            F.mse_loss(model(x), y).backward()
+        run.save(out_dir / "fsdp_backward.json")
+
         # the torchrun sample, in this already initialised process group
         sample = _load_sample()
         report = sample.write_outputs(sample.train(steps=3), str(out_dir / "sample.json"))
@@ -277,7 +287,8 @@ def test_ddp_names_rank_zero_writes_and_one_collective_per_step(two_ranks):
     assert rank0["ddp_collectives"] == rank1["ddp_collectives"] == STEPS
     assert rank0["fsdp_collectives"] == STEPS
     assert sorted(p.name for p in two_ranks.iterdir() if not p.name.startswith("rank")) == [
-        "branchy.json", "ddp.json", "ddp_backward.json", "fsdp.json", "fsdp_inf.json", "sample.json",
+        "branchy.json", "ddp.json", "ddp_backward.json", "fsdp.json", "fsdp_backward.json", "fsdp_inf.json",
+        "sample.json",
     ]
     assert rank0["ddp_hooks_left"] == rank1["ddp_hooks_left"] == 0
     assert record.scalar_series("loss") == ([STEPS - 1], [1.0])
@@ -310,12 +321,12 @@ def test_torchrun_sample_writes_only_on_rank_zero(two_ranks):
     assert "Linear" in rank0["sample_report"] and "Sigmoid" in rank0["sample_report"]
 
 
-def test_ddp_without_optimizer_reads_the_all_reduced_gradients(two_ranks):
-    got = gradscope.RunRecord.load(two_ranks / "ddp_backward.json")
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_without_optimizer_the_gradients_are_read_once_reduced(two_ranks, kind):
+    got = gradscope.RunRecord.load(two_ranks / f"{kind}_backward.json")
     assert got.meta.grad_source == "backward"
-    model = _ddp_model()
-    x, y = _ddp_batches()[0]
-    F.cross_entropy(model(x), y).backward()
+    model, (x, y) = (_ddp_model(), _ddp_batches()[0]) if kind == "ddp" else (_fsdp_model(), _fsdp_batches()[0])
+    (F.cross_entropy if kind == "ddp" else F.mse_loss)(model(x), y).backward()
     for name in ("0.weight", "2.weight", "4.bias"):
         param = model.get_parameter(name)
         expected = torch.linalg.vector_norm(param.grad).item()
