@@ -164,9 +164,11 @@ class Watcher:
         self._rank, self._world = process_rank(process_group)
         # Several ranks training one model (DDP, FSDP2): combined once per recorded step.
         self._ranks = combiner_for(model, self._params, process_group)
-        self._sharded = self._world > 1 and any(is_sharded(p) for _, p in self._params)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self._sharded = distributed and any(is_sharded(p) for _, p in self._params)  # FSDP2
         self._compile_state = _CompileState()
         self._forward_unseen = False  # steps ended without any forward hook having run
+        self._attached_at_step = 0
         # DDP: each rank's gradient norm before averaging, a sign of unevenly split data
         self._rank_spread = self._ranks is not None and not self._ranks.sharded and gradients and optimizer is not None
         self._local_norms: dict[int, torch.Tensor] = {}
@@ -183,6 +185,7 @@ class Watcher:
     def attach(self) -> "Watcher":
         if self._attached:
             raise GradscopeError("This Watcher is already attached; call detach() first.")
+        self._attached_at_step = self._step
         try:
             self._register_hooks()
         except BaseException:
@@ -426,7 +429,9 @@ class Watcher:
         step = self._step
         self._step += 1
         if not skipped and self._backward_since_step and not self._forward_seen:
-            self._note_unseen_forward()
+            # The first step may have run its forward before attach(); later ones may not.
+            if self._compile_state.fullgraph or step > self._attached_at_step:
+                self._note_unseen_forward()
         try:
             if self._is_recorded(step):
                 accumulator, self._accumulator = self._accumulator, StepAccumulator()

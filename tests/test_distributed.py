@@ -143,6 +143,16 @@ def _worker(rank: int, port: int, out: str) -> None:
             F.cross_entropy(ddp(x), y).backward()
         run.save(out_dir / "ddp_backward.json")
 
+        # a plain model in an initialised process group: this rank's statistics only, no collective
+        model = _ddp_model()
+        with gradscope.watch(model) as run:
+            x, y = _local(_ddp_batches()[0], rank)
+            F.cross_entropy(model(x), y).backward()
+        result["plain_combined"] = run._ranks is not None
+        result["plain_steps"] = run.record.steps
+        result["plain_is_main"] = run.is_main_process
+        result["plain_notes"] = run.record.meta.notes
+
         # FSDP2 with uneven (and one empty) shards
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -366,3 +376,23 @@ def test_ranks_that_measured_different_things_are_still_combined(two_ranks):
     assert record.series("act_calls", "act") == [1.0, 2.0, 1.0]  # calls per rank: the most any rank made
     assert record.series("act_batch", "act")[0] == GLOBAL_BATCH
     assert all(v > 0 for v in record.series("grad_norm", "fc"))
+
+
+def test_a_plain_model_under_torch_distributed_keeps_its_own_statistics(two_ranks):
+    for rank in range(WORLD):
+        result = json.loads((two_ranks / f"rank{rank}.json").read_text())
+        assert result["plain_combined"] is False and result["plain_steps"] == [0]
+        assert result["plain_is_main"] == (rank == 0)
+        assert any("neither DDP-wrapped nor FSDP2-sharded" in note for note in result["plain_notes"])
+
+
+def test_without_torch_distributed_the_process_is_main_and_saves(tmp_path):
+    model = _ddp_model()
+    with gradscope.watch(model) as run:
+        x, y = _ddp_batches()[0]
+        F.cross_entropy(model(x), y).backward()
+    assert run.is_main_process
+    assert run.save(tmp_path / "run.json") == tmp_path / "run.json"
+    assert gradscope.RunRecord.load(tmp_path / "run.json").steps == [0]
+    assert run.record.meta.options["world_size"] == 1
+    assert not any("ranks" in note for note in run.record.meta.notes)
