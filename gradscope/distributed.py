@@ -17,8 +17,19 @@ every rank sends its raw sums, counts, maxima and per-unit peaks to every other 
   squares, |g| sums, nonzero counts and numel are summed over ranks and divided by R,
   maxima are MAXed and minima MINed; a replicated parameter simply takes rank 0's values.
 
+Under DDP each rank also measures the norm of its own gradient before DDP averages it (in the
+post-accumulate-grad hook, which runs before DDP's); the record logs the largest and smallest
+of them per step as the scalars `grad_norm_rank_max` / `grad_norm_rank_min`: a wide spread
+means the ranks' data differ (imbalanced shards, a rank with outliers).
+
+The layout of the exchanged vector (what each entry is) is agreed on the first recorded step
+with `all_gather_object`; afterwards each step is one `all_gather` of a float64 vector whose
+first entry is a fingerprint of the sender's layout. If any rank measured something else (a
+data-dependent branch), every rank sees it in the gathered fingerprints and the step falls back
+to exchanging layouts too, so no rank can wait for a collective the others skip.
+
 All ranks must watch the model (the collective needs every rank); only rank 0 keeps the
-per-step statistics (see `Watcher.is_main_process`).
+per-step statistics (see `Watcher.is_main_process` and `Watcher.save`).
 """
 
 from __future__ import annotations
@@ -137,9 +148,13 @@ class RankCombiner:
     def _encode(self, m: Measurements) -> tuple[tuple, torch.Tensor]:
         """Everything as one float64 vector, and the layout that says what each entry is."""
         device = self._transport_device()
-        parts = [c.reshape(-1).to(device, torch.float64) for c in m.chunks]
         unit_names = list(m.unit_peaks)
-        parts += [m.unit_peaks[n].reshape(-1).to(device, torch.float64) for n in unit_names]
+        measured = list(m.chunks) + [m.unit_peaks[n] for n in unit_names]
+        parts = []
+        if measured:  # joined where they were measured, so a GPU run copies once to a gloo host
+            home = measured[0].device
+            joined = torch.cat([t.reshape(-1).to(home, torch.float64) for t in measured])
+            parts.append(joined.to(device))
         layer_names = list(m.layers)
         params = list(m.param_numel)
         counters: list[float] = []
@@ -149,7 +164,7 @@ class RankCombiner:
                          float(w.saturating)]
         for name in params:
             counters += [m.param_numel[name], m.param_sampled.get(name, m.param_numel[name])]
-        parts.append(torch.tensor(counters, dtype=torch.float64).to(device))
+        parts.append(torch.tensor(counters, dtype=torch.float64, device=device))
         layout = (
             tuple(m.keys),
             tuple((n, m.unit_peaks[n].numel()) for n in unit_names),
