@@ -579,7 +579,8 @@ class Watcher:
         elif self._compile_state.traced:
             notes.append(
                 "The model ran under torch.compile; gradscope's hooks ran eagerly between compiled pieces "
-                "(graph breaks), so the statistics are those of eager execution."
+                "(graph breaks at the watched modules), so every statistic was measured, on the outputs of the "
+                "compiled pieces."
             )
         return notes
 

@@ -8,6 +8,9 @@ Each rank trains on its half of every global batch; gradscope combines the ranks
 recorded step, so the statistics are those of the global batch and of the all-reduced
 gradients the optimizer uses. Only rank 0 writes `run.json` and prints the per-layer table;
 the other ranks touch no output file. Same model and task as samples/watch_training.py.
+
+It is also a model file for a single process (`gradscope analyze samples/ddp_train.py`):
+gradscope should find: vanishing-gradients. Six sigmoid layers at default initialization.
 """
 
 from __future__ import annotations
@@ -35,14 +38,23 @@ def build_model() -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(32, 3))
 
 
+def task(n: int, generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three classes: how many of the first two inputs are positive."""
+    inputs = torch.randn(n, 20, generator=generator)
+    return inputs, (inputs[:, 0] > 0).long() + (inputs[:, 1] > 0).long()
+
+
+def make_batch(batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return task(batch_size)
+
+
 def train(steps: int) -> gradscope.Watcher:
     """Train under DDP in an initialised process group; returns the (detached) watcher."""
     rank, world = dist.get_rank(), dist.get_world_size()
     model = DistributedDataParallel(build_model())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     data = torch.Generator().manual_seed(1)  # every rank draws the same global batches
-    inputs = torch.randn(512, 20, generator=data)
-    targets = (inputs[:, 0] > 0).long() + (inputs[:, 1] > 0).long()
+    inputs, targets = task(512, data)
     share = GLOBAL_BATCH // world
 
     with gradscope.watch(model, optimizer=optimizer) as run:  # on every rank, with the same options
