@@ -121,6 +121,14 @@ def _worker(rank: int, port: int, out: str) -> None:
         result["ddp_steps_kept"] = run.record.steps
         result["ddp_collectives"] = run._ranks.collectives
 
+        # DDP recording every 2nd step: the unrecorded step's activations join the window
+        model = _ddp_model()
+        ddp = DDP(model)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+        with gradscope.watch(ddp, optimizer=opt, every=2) as run:
+            _train(model, ddp, opt, _ddp_batches(), F.cross_entropy, rank)
+        run.save(out_dir / "ddp_every2.json")
+
         # DDP where rank 1 takes a data-dependent branch at step 1: the layouts differ for a step
         model = _Branchy()
         ddp = DDP(model)
@@ -236,10 +244,10 @@ def two_ranks(tmp_path_factory) -> Path:
 
 
 # ---- single-process references on the global batch ---------------------------------------------
-def _reference_ddp() -> gradscope.RunRecord:
+def _reference_ddp(every: int = 1) -> gradscope.RunRecord:
     model = _ddp_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    with gradscope.watch(model, optimizer=opt) as run:
+    with gradscope.watch(model, optimizer=opt, every=every) as run:
         _train(model, model, opt, _ddp_batches(), F.cross_entropy)
     return run.record
 
@@ -297,7 +305,7 @@ def test_ddp_names_rank_zero_writes_and_one_collective_per_step(two_ranks):
     assert rank0["ddp_collectives"] == rank1["ddp_collectives"] == STEPS
     assert rank0["fsdp_collectives"] == STEPS
     assert sorted(p.name for p in two_ranks.iterdir() if not p.name.startswith("rank")) == [
-        "branchy.json", "ddp.json", "ddp_backward.json", "fsdp.json", "fsdp_backward.json", "fsdp_inf.json",
+        "branchy.json", "ddp.json", "ddp_backward.json", "ddp_every2.json", "fsdp.json", "fsdp_backward.json", "fsdp_inf.json",
         "sample.json",
     ]
     assert rank0["ddp_hooks_left"] == rank1["ddp_hooks_left"] == 0
@@ -396,3 +404,11 @@ def test_without_torch_distributed_the_process_is_main_and_saves(tmp_path):
     assert gradscope.RunRecord.load(tmp_path / "run.json").steps == [0]
     assert run.record.meta.options["world_size"] == 1
     assert not any("ranks" in note for note in run.record.meta.notes)
+
+
+def test_ddp_every_second_step_combines_whole_windows(two_ranks):
+    got, want = gradscope.RunRecord.load(two_ranks / "ddp_every2.json"), _reference_ddp(every=2)
+    assert got.steps == want.steps == [0, 2]
+    stats = list(GRADIENT_STAT_NAMES) + list(ACTIVATION_STAT_NAMES) + ["backprop_norm"]
+    _assert_same_statistics(got, want, stats, want.layers + list(want.param_stats))
+    assert got.series("act_calls", "1") == [1.0, 2.0]  # step 2's window holds steps 1 and 2
