@@ -129,6 +129,22 @@ def _worker(rank: int, port: int, out: str) -> None:
             _train(model, ddp, opt, _ddp_batches(), F.cross_entropy, rank)
         run.save(out_dir / "ddp_every2.json")
 
+        # DDP with GradScaler: rank 1's loss overflows at step 1, the all-reduce spreads the inf,
+        # both ranks' scalers skip the step, and both end it (the collective needs both)
+        model = _ddp_model()
+        ddp = DDP(model)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        scaler = torch.amp.GradScaler("cpu")
+        with gradscope.watch(ddp, optimizer=opt) as run:
+            for i, batch in enumerate(_ddp_batches()):
+                x, y = _local(batch, rank)
+                loss = F.cross_entropy(ddp(x), y) * (float("inf") if (i, rank) == (1, 1) else 1.0)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad()
+        run.save(out_dir / "ddp_scaler.json")
+
         # DDP where rank 1 takes a data-dependent branch at step 1: the layouts differ for a step
         model = _Branchy()
         ddp = DDP(model)
@@ -305,7 +321,7 @@ def test_ddp_names_rank_zero_writes_and_one_collective_per_step(two_ranks):
     assert rank0["ddp_collectives"] == rank1["ddp_collectives"] == STEPS
     assert rank0["fsdp_collectives"] == STEPS
     assert sorted(p.name for p in two_ranks.iterdir() if not p.name.startswith("rank")) == [
-        "branchy.json", "ddp.json", "ddp_backward.json", "ddp_every2.json", "fsdp.json", "fsdp_backward.json", "fsdp_inf.json",
+        "branchy.json", "ddp.json", "ddp_backward.json", "ddp_every2.json", "ddp_scaler.json", "fsdp.json", "fsdp_backward.json", "fsdp_inf.json",
         "sample.json",
     ]
     assert rank0["ddp_hooks_left"] == rank1["ddp_hooks_left"] == 0
@@ -412,3 +428,14 @@ def test_ddp_every_second_step_combines_whole_windows(two_ranks):
     stats = list(GRADIENT_STAT_NAMES) + list(ACTIVATION_STAT_NAMES) + ["backprop_norm"]
     _assert_same_statistics(got, want, stats, want.layers + list(want.param_stats))
     assert got.series("act_calls", "1") == [1.0, 2.0]  # step 2's window holds steps 1 and 2
+
+
+def test_ddp_grad_scaler_overflow_on_one_rank_is_a_skipped_step(two_ranks):
+    record = gradscope.RunRecord.load(two_ranks / "ddp_scaler.json")
+    assert record.steps == [0, 1, 2] and record.skipped_steps == [1]
+    assert record.series("grad_norm", "0")[1] is None
+    assert record.series("grad_norm", "0")[2] > 0
+    # step 0 is unscaled: the same as the plain single-process step on the global batch
+    unscaled = _reference_ddp().series("grad_norm", "0.weight")[0]
+    assert record.series("grad_norm", "0.weight")[0] == pytest.approx(unscaled, rel=1e-5)
+    assert not record.hook_errors
