@@ -39,7 +39,7 @@ from torch.utils._pytree import tree_leaves
 from . import __version__
 from .distributed import combiner_for, is_sharded, local_tensor, process_rank
 from .errors import GradscopeError
-from .model_tree import NONNEGATIVE, WatchedModule, saturation_counter, select_modules, unwrap
+from .model_tree import NONNEGATIVE, RELU_FAMILY, WatchedModule, saturation_counter, select_modules, unwrap
 from .record import HookError, ModuleInfo, RunMeta, RunRecord
 from .stats import SAMPLING_NOTE, StepAccumulator, StepValues, sample
 
@@ -311,14 +311,19 @@ class Watcher:
         module_ref = weakref.ref(w.module)
         count_saturated = saturation_counter(w.module, w.activation)
         nonnegative = w.activation in NONNEGATIVE
+        # Units can only die where zero is a large part of the output range (ReLU and friends);
+        # a Linear or Conv output is 0 for every sample only when its weights are.
+        tracks_dead_units = w.activation in RELU_FAMILY or w.activation in NONNEGATIVE
 
         def on_forward(module: nn.Module, args: Any, output: Any) -> None:
             if module is not module_ref() or not torch.is_grad_enabled():
                 return
             if _in_backward() and w.name in self._forwarded_this_step:
                 return  # non-reentrant activation checkpointing recomputes a forward already seen
+            recorded = self._is_recorded(self._step)
             if not module.training:
-                self._accumulator.add_eval_call(w.name)
+                if recorded:
+                    self._accumulator.add_eval_call(w.name)
                 return
             self._forwarded_this_step.add(w.name)
             self._forward_order.setdefault(w.name, len(self._forward_order))
@@ -328,9 +333,16 @@ class Watcher:
             layout = w.layout or self._last_layout
             if w.layout is not None:
                 self._last_layout = w.layout
+            unit_dim = (1 if layout == "first" else out.dim() - 1) if out.dim() >= 2 else None
+            if not recorded:
+                # Between recorded steps (every=N) only unit activity is watched, for act_dead_frac.
+                if self.activations and tracks_dead_units and unit_dim is not None:
+                    self._accumulator.add_unit_activity(w.name, out, unit_dim, nonnegative)
+                return
             if self.activations:
-                unit_dim = (1 if layout == "first" else out.dim() - 1) if out.dim() >= 2 else None
-                self._accumulator.add_activation(w.name, out, unit_dim, count_saturated, nonnegative)
+                self._accumulator.add_activation(
+                    w.name, out, unit_dim if tracks_dead_units else None, count_saturated, nonnegative
+                )
             if self.gradients and out.requires_grad:
                 name = w.name
                 hook = _Hook(self._guarded(f"backprop:{name}", lambda grad: self._on_output_grad(name, grad)))

@@ -54,12 +54,19 @@ STATS: tuple[StatDef, ...] = (
     StatDef("act_sparsity", "activation", "Fraction of output entries that are exactly 0."
             " Estimated on a sample for tensors above 32768 entries (see gradscope.stats.SAMPLING_NOTE)."),
     StatDef("act_mean", "activation", "Mean of the output entries."),
-    StatDef("act_std", "activation", "Standard deviation of the output entries (population, over the window)."),
+    StatDef(
+        "act_std",
+        "activation",
+        "Standard deviation of the output entries (population)."
+        " Estimated on a sample for tensors above 32768 entries (see gradscope.stats.SAMPLING_NOTE).",
+    ),
     StatDef(
         "act_dead_frac",
         "activation",
         "Fraction of units (last dim of a Linear-like output, channel dim 1 of a conv-like output) that were 0 "
-        "for every sample of every training batch since the previous recorded step.",
+        "for every sample of every training batch since the previous recorded step. Measured on the outputs of "
+        "ReLU-family and other non-negative activation modules (ReLU, ReLU6, Hardswish, Sigmoid, Hardsigmoid, "
+        "Softplus); None elsewhere, since a Linear or Conv output is 0 for every sample only when its weights are.",
     ),
     StatDef(
         "act_saturation",
@@ -80,7 +87,7 @@ STATS: tuple[StatDef, ...] = (
         "backprop_norm",
         "backprop",
         "L2 norm of dLoss/d(output of the module): the signal the chain rule carries backwards. "
-        "Several calls or micro-batches in one step add in quadrature; averaged over the steps of the window.",
+        "Several calls or micro-batches in one step add in quadrature.",
     ),
 )
 

@@ -32,7 +32,7 @@ _F32 = torch.float32
 EXACT_LIMIT = 1 << 15
 SAMPLE_SIZE = 1 << 14
 SAMPLING_NOTE = (
-    f"act_sparsity, act_saturation, grad_mean_abs, grad_zero_frac and update_ratio of tensors with more than "
+    f"act_std, act_sparsity, act_saturation, grad_mean_abs, grad_zero_frac and update_ratio of tensors with more than "
     f"{EXACT_LIMIT} entries are estimated on every k-th slice along the first dimension (batch samples, "
     f"output units), about {SAMPLE_SIZE} entries; all other statistics are exact."
 )
@@ -98,8 +98,8 @@ class _LayerWindow:
     numel: int = 0
     batch: int = 0
     eval_calls: int = 0
-    sampled: int = 0  # entries in the sparsity/saturation samples
-    units: Optional[int] = None  # None: no unit axis, or calls disagreed on it
+    sampled: int = 0  # entries in the samples behind sparsity, saturation and std
+    units: Optional[int] = 0  # 0: not seen yet; None: no unit axis, or calls disagreed on it
     saturating: bool = False
 
 
@@ -154,17 +154,30 @@ class StepAccumulator:
                 self._track_units(name, window, per_unit_peak(out, unit_dim))
             else:
                 window.units = None
-        self.queue("act_norm", name, torch.linalg.vector_norm(out, dtype=_F32))
+        # The spread, zeros and saturation come from the sample (all of a small tensor): a full
+        # second pass over a large output costs more than everything else here together.
         part = sample(out)
         window.sampled += part.numel()
+        self.queue("act_sample_sum", name, part.sum(dtype=_F32))
+        self.queue("act_norm", name, torch.linalg.vector_norm(part, dtype=_F32))
         self.queue("act_nonzero", name, count_nonzero_fast(part))
         if count_saturated is not None:
             window.saturating = True
             self.queue("act_saturated", name, count_saturated(part))
 
+    def add_unit_activity(self, name: str, output: torch.Tensor, unit_dim: int, nonnegative: bool) -> None:
+        """Between recorded steps only the dead-unit bookkeeping runs: a unit is dead only if it
+        stayed silent for every batch since the previous recorded step."""
+        out = output.detach()
+        if out.dim() < 2 or out.numel() == 0:
+            return
+        window = self.layers[name]
+        peak = per_unit_sum(out, unit_dim) if nonnegative else per_unit_peak(out, unit_dim)
+        self._track_units(name, window, peak)
+
     def _track_units(self, name: str, window: _LayerWindow, peak: torch.Tensor) -> None:
         units = peak.numel()
-        if window.calls == 1:
+        if window.units == 0:
             window.units = units
         elif window.units != units:
             window.units = None  # a reused module saw different widths: dead units are undefined
@@ -192,22 +205,21 @@ class StepAccumulator:
             part = sample(g)
             self.param_sampled[n] = part.numel()
             samples.append(part)
-        abs_samples = torch._foreach_abs(samples)
-        for n, v in zip(names, torch._foreach_norm(grads, 2, dtype=_F32)):
-            self.queue("grad_norm", n, v)
-        for n, v in zip(names, torch._foreach_norm([_dense(w.detach()) for w in weights], 2, dtype=_F32)):
-            self.queue("weight_norm", n, v)
-        for n, g, a in zip(names, grads, abs_samples):
+        for kind, values in (
+            ("grad_norm", torch._foreach_norm(grads, 2, dtype=_F32)),
+            ("weight_norm", torch._foreach_norm([_dense(w.detach()) for w in weights], 2, dtype=_F32)),
+            ("grad_l1", torch._foreach_norm(samples, 1, dtype=_F32)),  # sum |g| of the sample
+            ("grad_nonzero", torch._foreach_norm(samples, 0, dtype=_F32)),  # nonzero count of the sample
+        ):
+            for n, v in zip(names, values):
+                self.queue(kind, n, v)
+        for n, g in zip(names, grads):
             if g.numel():
                 low, high = torch.aminmax(g)  # one pass, no temporary, unlike abs().max()
             else:  # an empty FSDP shard on this rank: the neutral elements of MAX and MIN
                 high, low = g.new_full((), -math.inf, dtype=_F32), g.new_full((), math.inf, dtype=_F32)
             self.queue("grad_high", n, high)
             self.queue("grad_low", n, low)
-            self.queue("grad_l1", n, a.sum(dtype=_F32))
-        torch._foreach_sign_(abs_samples)
-        for n, a in zip(names, abs_samples):
-            self.queue("grad_nonzero", n, a.sum(dtype=_F32))
         self.grads_for_nonfinite = dict(zip(names, grads))
 
     def add_local_gradient_norm(self, norms: list[torch.Tensor]) -> None:
@@ -229,6 +241,9 @@ class StepAccumulator:
         if self.queued:
             self.parked.append((self.queued_keys, _stack(self.queued)))
             self.queued_keys, self.queued = [], []
+        for name, peaks in self.per_unit.items():
+            if len(peaks) > 1:
+                self.per_unit[name] = [torch.stack(peaks).sum(0)]
 
     def measurements(self) -> "Measurements":
         """Everything measured in the window, still on the device (one rank's share under DDP/FSDP)."""
@@ -348,12 +363,15 @@ class StepValues:
         if n == 0 or total is None:
             return stats
         mean = total / n
-        mean_square = self.sums["act_norm"][name] / n
-        finite = math.isfinite(total) and math.isfinite(mean_square)
         sampled = window.sampled
+        # The spread is the sample's own (population) variance: using the exact mean with a
+        # sampled mean square would cancel badly when the mean is large against the spread.
+        sample_mean = self.sums["act_sample_sum"][name] / sampled
+        sample_mean_square = self.sums["act_norm"][name] / sampled
+        finite = math.isfinite(total) and math.isfinite(sample_mean_square)
         stats["act_sparsity"] = 1.0 - self.sums["act_nonzero"][name] / sampled
         stats["act_mean"] = mean
-        stats["act_std"] = math.sqrt(max(mean_square - mean * mean, 0.0)) if finite else math.nan
+        stats["act_std"] = math.sqrt(max(sample_mean_square - sample_mean**2, 0.0)) if finite else math.nan
         stats["act_nonfinite"] = 0.0 if finite else 1.0
         if window.saturating:
             stats["act_saturation"] = self.sums["act_saturated"][name] / sampled
@@ -366,7 +384,7 @@ class StepValues:
         squares = self.sums["backprop_norm"].get(name)
         if squares is None:
             return {}
-        return {"backprop_norm": math.sqrt(squares / self.steps_in_window)}
+        return {"backprop_norm": math.sqrt(squares)}
 
     def gradient_stats(self, param_names: list[str]) -> dict[str, Value]:
         """Statistics over the given parameters together (one parameter, or a module's)."""
