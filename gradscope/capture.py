@@ -148,6 +148,7 @@ class Watcher:
         gradients: bool = True,
         update_ratio: bool = True,
         process_group: Any = None,
+        scaler: Optional[Any] = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GradscopeError(f"gradscope.watch needs a torch.nn.Module, got {type(model).__name__}.")
@@ -159,6 +160,10 @@ class Watcher:
         self.activations = activations
         self.gradients = gradients
         self.update_ratio = update_ratio and optimizer is not None
+        # With a GradScaler the backward runs on the scaled loss: dL/d(output) is multiplied by
+        # the scale. Parameter gradients are read after unscale_; the backprop signal is divided
+        # by the scale of its step here (without the scaler it stays scaled, and the record says so).
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self._watched = select_modules(self.model, include, exclude)
         self._params = [(pname, p) for w in self._watched for pname, p in w.params]
         self._rank, self._world = process_rank(process_group)
@@ -437,6 +442,14 @@ class Watcher:
         if grad is None or id(grad) != grad_id or grad._version != version:
             self._end_step(skipped=True)
 
+    def _queue_loss_scale(self, skipped: bool) -> None:
+        scale = getattr(self.scaler, "_scale", None)
+        if scale is None:
+            return
+        # A skipped step was noticed after scaler.update() had already backed the scale off.
+        used = scale / self.scaler.get_backoff_factor() if skipped else scale
+        self._accumulator.queue("loss_scale", "", used.detach().reshape(()).float())
+
     def _end_step(self, skipped: bool) -> None:
         step = self._step
         self._step += 1
@@ -446,6 +459,7 @@ class Watcher:
                 self._note_unseen_forward()
         try:
             if self._is_recorded(step):
+                self._queue_loss_scale(skipped)
                 accumulator, self._accumulator = self._accumulator, StepAccumulator()
                 values = accumulator.flush(self._ranks)
                 if self._keeps_statistics:
@@ -534,6 +548,7 @@ class Watcher:
                 "activations": self.activations,
                 "gradients": self.gradients,
                 "update_ratio": self.update_ratio,
+                "scaler": self.scaler is not None,
                 "world_size": self._world,
             },
         )
@@ -559,6 +574,13 @@ class Watcher:
             for _, w in ranked
         ]
         self._record.hook_errors = list(self._hook_errors.values())
+        if self._record.skipped_steps and self.scaler is None:
+            note = (
+                "GradScaler skipped steps, but watch() was not given scaler=: backprop_norm is of the scaled loss "
+                "(its ratios along depth are right, its absolute values are multiplied by the loss scale)."
+            )
+            if note not in self._record.meta.notes:
+                self._record.meta.notes.append(note)
         if SAMPLING_NOTE not in self._record.meta.notes:
             self._record.meta.notes.append(SAMPLING_NOTE)
         notes = []

@@ -45,7 +45,11 @@ from .stats import Measurements, StepValues, _LayerWindow
 
 # Queued as norms, combined as sums of squares.
 _NORM_KINDS = frozenset({"act_norm", "backprop_norm", "grad_norm", "weight_norm", "update_norm", "rank_grad_norm"})
-_PARAM_KINDS = frozenset({"grad_norm", "grad_l1", "grad_high", "grad_low", "grad_nonzero", "weight_norm", "update_norm"})
+# Kinds read from the (identical or sharded) parameters at the step; "loss_scale" is the same on every
+# rank, so it is taken once like a replicated parameter's value.
+_PARAM_KINDS = frozenset(
+    {"grad_norm", "grad_l1", "grad_high", "grad_low", "grad_nonzero", "weight_norm", "update_norm", "loss_scale"}
+)
 # Host counters of a layer, in the order they travel; how each combines across ranks.
 _LAYER_COUNTERS = ("calls", "numel", "batch", "eval_calls", "sampled", "units", "saturating")
 _MISMATCH = -1.0  # header of a rank whose measurements do not have the agreed layout

@@ -384,7 +384,8 @@ class StepValues:
         squares = self.sums["backprop_norm"].get(name)
         if squares is None:
             return {}
-        return {"backprop_norm": math.sqrt(squares)}
+        scale = self.sums["loss_scale"].get("", 1.0)  # GradScaler's factor, when the Watcher knows it
+        return {"backprop_norm": math.sqrt(squares) / scale}
 
     def gradient_stats(self, param_names: list[str]) -> dict[str, Value]:
         """Statistics over the given parameters together (one parameter, or a module's)."""

@@ -263,6 +263,35 @@ def test_grad_scaler_skipped_step_is_recorded_as_skipped_and_gradients_are_unsca
     F.cross_entropy(reference(x), y).backward()
     expected = torch.linalg.vector_norm(reference[0].weight.grad).item()
     assert record.series("grad_norm", "0.weight")[0] == pytest.approx(expected, rel=1e-5)
+    # without scaler= the backprop signal is of the scaled loss, and the record says so
+    assert record.series("backprop_norm", "0")[0] > 1000
+    assert any("scaler=" in note for note in record.meta.notes)
+
+
+def test_backprop_signal_is_unscaled_when_the_watcher_knows_the_scaler():
+    torch.manual_seed(0)
+    model = mlp()
+    reference = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    batches = classification_batches(3)
+    with gradscope.watch(model, optimizer=opt, scaler=scaler) as run:
+        for i, (x, y) in enumerate(batches):
+            loss = F.cross_entropy(model(x), y)
+            if i == 1:
+                loss = loss * float("inf")
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+    record = run.record
+    assert record.skipped_steps == [1]
+    out = reference[0](batches[0][0])
+    out.retain_grad()
+    F.cross_entropy(reference[1:](out), batches[0][1]).backward()
+    assert record.series("backprop_norm", "0")[0] == pytest.approx(out.grad.norm().item(), rel=1e-5)
+    assert record.series("backprop_norm", "0")[2] < 10  # after the skip the halved scale is divided out too
+    assert not any("scaler=" in note for note in record.meta.notes)
 
 
 def test_fp16_values_beyond_65504_do_not_overflow():
