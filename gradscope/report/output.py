@@ -24,3 +24,13 @@ def write_report_file(path: Path, payload: bytes, what: str) -> Path:
             "permissions."
         ) from None
     return path
+
+
+def write_figure_files(directory: Path, pngs: dict[str, bytes]) -> list[Path]:
+    """Write `<name>.png` for each figure into `directory` (created if needed)."""
+    if directory.exists() and not directory.is_dir():
+        raise ReportWriteError(
+            f"Cannot write figures into {str(directory)!r}: it is a file, not a folder. "
+            "Pass a folder path (it is created if it does not exist)."
+        )
+    return [write_report_file(directory / f"{name}.png", png, "figure") for name, png in pngs.items()]

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ..diagnose.finding import Diagnosis, Finding
 from ..record import RunRecord
-from .output import ReportWriteError, write_report_file
+from .output import write_figure_files
 from .series import (
     SUMMARY_DESCRIPTION,
     display_name,
@@ -111,14 +111,9 @@ def write_pngs(
     `figures` (from `build_figures`) reuses figures already drawn, e.g. for the HTML report too.
     """
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ReportWriteError(
-            f"Cannot write figures into {str(directory)!r}: it is a file, not a folder. "
-            "Pass a folder path (it is created if it does not exist)."
-        )
     if figures is None:
         figures = build_figures(record, diagnosis)  # all drawn before the first file is written
-    return [write_report_file(directory / f"{f.stem}.png", f.png, "figure") for f in figures if f.png is not None]
+    return write_figure_files(directory, {f.stem: f.png for f in figures if f.png is not None})
 
 
 # ---- drawing helpers ----------------------------------------------------------------------

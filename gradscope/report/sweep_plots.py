@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ..sweep.result import SweepResult
 from ..sweep.summary import ConfigSummary
-from .output import ReportWriteError, write_report_file
+from .output import write_figure_files
 
 DPI = 100
 PANEL_PX = (300, 260)  # one small multiple
@@ -76,14 +76,9 @@ def write_sweep_pngs(
 ) -> list[Path]:
     """Write `<stem>.png` for every available figure into `directory` (created if needed)."""
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ReportWriteError(
-            f"Cannot write figures into {str(directory)!r}: it is a file, not a folder. "
-            "Pass a folder path (it is created if it does not exist)."
-        )
     if figures is None:
         figures = build_sweep_figures(result)  # all drawn before the first file is written
-    return [write_report_file(directory / f"sweep_{f.stem}.png", f.png, "figure") for f in figures if f.png]
+    return write_figure_files(directory, {f"sweep_{f.stem}": f.png for f in figures if f.png})
 
 
 # ---- which configurations go where -------------------------------------------------------------
