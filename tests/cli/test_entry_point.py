@@ -74,3 +74,36 @@ def test_all_commands_are_registered(gradscope_cli):
     assert outcome.exit_code == 0
     listed = {line.split()[0] for line in outcome.stdout.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == {"analyze", "report", "compare", "sweep"}
+
+
+@pytest.mark.skipif(GRADSCOPE is None, reason="the package is not installed (pip install -e .)")
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tmp_path, quiet):
+    """stderr attached to a pseudo-terminal: the bar is drawn; --quiet turns it off."""
+    import pty
+
+    leader, follower = pty.openpty()
+    args = [GRADSCOPE, "analyze", str(SAMPLES / "relu_bn_kaiming_mlp.py"), "--steps", "5", "--fail-on", "never"]
+    try:
+        result = subprocess.run(
+            args + (["--quiet"] if quiet else []),
+            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=300,
+        )
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal is closed once everything was read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert result.returncode == 0
+    if quiet:
+        assert b"Training" not in drawn and result.stdout == ""
+    else:
+        assert b"Training" in drawn and b"100%" in drawn
+        assert "Per-layer statistics" in result.stdout  # the report itself stays on stdout
