@@ -84,3 +84,14 @@ def all_hooks(model: nn.Module, optimizer=None) -> int:
     if optimizer is not None:
         count += len(optimizer._optimizer_step_pre_hooks) + len(optimizer._optimizer_step_post_hooks)
     return count
+
+
+def train_steps(model: nn.Module, optimizer, batches, run=None, set_to_none: bool = True) -> None:
+    """One plain cross-entropy step per batch; logs the loss when given a watcher."""
+    for x, y in batches:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=set_to_none)
+        if run is not None:
+            run.log(loss=loss.item())

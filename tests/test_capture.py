@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 import gradscope
 from gradscope.errors import GradscopeError
 
-from .models import SmallResNet, all_hooks, classification_batches, image_batches, mlp
+from .models import SmallResNet, all_hooks, classification_batches, image_batches, mlp, train_steps
 
 
 def _train_resnet(watch: bool, steps: int = 10):
@@ -110,10 +110,7 @@ def test_frozen_unused_and_set_to_none_parameters_read_none():
     model = TwoBranch()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with gradscope.watch(model, optimizer=opt) as run:
-        for x, y in classification_batches(2):
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        train_steps(model, opt, classification_batches(2), set_to_none=True)
     record = run.record
     for name in ("frozen", "unused", "frozen.weight", "unused.bias"):
         assert record.series("grad_norm", name) == [None, None], name
@@ -316,10 +313,7 @@ def test_every_n_steps_and_include_exclude():
     model = mlp((8, 16, 16, 16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with gradscope.watch(model, optimizer=opt, every=2, exclude=r"^1$", include=[r"^\d$"]) as run:
-        for x, y in classification_batches(5):
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            opt.zero_grad()
+        train_steps(model, opt, classification_batches(5))
     assert run.record.steps == [0, 2, 4]
     assert "1" not in run.record.layers and "0" in run.record.layers
     with pytest.raises(GradscopeError, match="positive integer"):
@@ -354,10 +348,7 @@ def test_an_error_inside_gradscope_is_recorded_not_raised(monkeypatch):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with gradscope.watch(model, optimizer=opt) as run:
-        for x, y in classification_batches(2):
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            opt.zero_grad()
+        train_steps(model, opt, classification_batches(2))
     errors = run.record.hook_errors
     assert errors and all("synthetic failure" in e.error for e in errors)
     assert errors[0].count == 2 and errors[0].where.startswith("forward:")

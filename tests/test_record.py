@@ -9,13 +9,12 @@ import stat
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import gradscope
 from gradscope.errors import RecordFormatError, UnknownSeriesError
 from gradscope.record import RunRecord
 
-from .models import classification_batches, mlp
+from .models import classification_batches, mlp, train_steps
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +22,7 @@ def record() -> RunRecord:
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with gradscope.watch(model, optimizer=opt) as run:
-        for x, y in classification_batches(3):
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            run.log(loss=loss.item())
+        train_steps(model, opt, classification_batches(3), run=run)
     return run.record
 
 
