@@ -319,6 +319,8 @@ class Watcher:
         # Units can only die where zero is a large part of the output range (ReLU and friends);
         # a Linear or Conv output is 0 for every sample only when its weights are.
         tracks_dead_units = w.activation in RELU_FAMILY or w.activation in NONNEGATIVE
+        # Made once per module, not per call: the same hook goes on every output of this module.
+        backprop_hook = _Hook(self._guarded(f"backprop:{w.name}", lambda grad: self._on_output_grad(w.name, grad)))
 
         def on_forward(module: nn.Module, args: Any, output: Any) -> None:
             if module is not module_ref() or not torch.is_grad_enabled():
@@ -349,9 +351,7 @@ class Watcher:
                     w.name, out, unit_dim if tracks_dead_units else None, count_saturated, nonnegative
                 )
             if self.gradients and out.requires_grad:
-                name = w.name
-                hook = _Hook(self._guarded(f"backprop:{name}", lambda grad: self._on_output_grad(name, grad)))
-                self._tensor_handles.append(out.register_hook(hook))
+                self._tensor_handles.append(out.register_hook(backprop_hook))
 
         return on_forward
 

@@ -149,19 +149,20 @@ class StepAccumulator:
         if has_units and nonnegative:
             # Per-unit sums give both the total and the dead units (sum 0 <=> all 0): one pass.
             unit_sums = per_unit_sum(out, unit_dim)
-            self.queue("act_sum", name, unit_sums.sum())
+            total = unit_sums.sum()
             self._track_units(name, window, unit_sums)
         else:
-            self.queue("act_sum", name, out.sum(dtype=_F32))
+            total = out.sum(dtype=_F32)
             if has_units:
                 self._track_units(name, window, per_unit_peak(out, unit_dim))
             else:
                 window.units = None
+        self.queue("act_sum", name, total)
         # The spread, zeros and saturation come from the sample (all of a small tensor): a full
         # second pass over a large output costs more than everything else here together.
         part = sample(out, ACTIVATION_SAMPLE)
         window.sampled += part.numel()
-        self.queue("act_sample_sum", name, part.sum(dtype=_F32))
+        self.queue("act_sample_sum", name, total if part is out else part.sum(dtype=_F32))
         self.queue("act_norm", name, torch.linalg.vector_norm(part, dtype=_F32))
         self.queue("act_nonzero", name, count_nonzero_fast(part))
         if count_saturated is not None:
