@@ -132,8 +132,8 @@ class RankCombiner:
         if failure is not None:
             raise failure
         if all(lay == layout for lay, _ in rows):  # the usual case: one vectorised pass
-            return self._combine_aligned(layout, torch.stack([row for _, row in rows]), measured.steps_in_window)
-        return self._decode_and_combine(rows, measured.steps_in_window)
+            return self._combine_aligned(layout, torch.stack([row for _, row in rows]))
+        return self._decode_and_combine(rows)
 
     def count_nonfinite(self, names: list[str], local_counts: torch.Tensor) -> list[float]:
         """Non-finite gradient entries per parameter over all ranks (rare path: NaN/Inf norms)."""
@@ -175,7 +175,6 @@ class RankCombiner:
             tuple(layer_names),
             tuple(params),
             tuple(m.params_with_grad),
-            m.steps_in_window,
         )
         return layout, torch.cat(parts)
 
@@ -212,9 +211,9 @@ class RankCombiner:
         return self._last_fingerprint
 
     # ---- combining on the host ---------------------------------------------------------------
-    def _combine_aligned(self, layout: tuple, rows: torch.Tensor, steps_in_window: int) -> StepValues:
+    def _combine_aligned(self, layout: tuple, rows: torch.Tensor) -> StepValues:
         """All ranks measured the same things in the same order: combine column by column."""
-        keys, unit_segments, layer_names, params, params_with_grad, _steps = layout
+        keys, unit_segments, layer_names, params, params_with_grad = layout
         plan = self._plan_for(layout)
         n = len(keys)
         scalars = rows[:, :n].clone()
@@ -223,7 +222,7 @@ class RankCombiner:
         combined = torch.where(plan.is_max, scalars.max(0).values, combined)
         combined = torch.where(plan.is_min, scalars.min(0).values, combined)
         combined = combined * plan.scale  # 1/R for shards, 1/world^2 for backprop
-        values = StepValues(steps_in_window=steps_in_window)
+        values = StepValues()
         sums = values.sums
         for column, ((kind, name), value) in enumerate(zip(keys, combined.tolist())):
             if kind in _PARAM_KINDS:
@@ -267,9 +266,9 @@ class RankCombiner:
             self._plan = _Plan(layout, self.replicas, self.world)
         return self._plan
 
-    def _decode_and_combine(self, rows: list[tuple[tuple, torch.Tensor]], steps_in_window: int) -> StepValues:
+    def _decode_and_combine(self, rows: list[tuple[tuple, torch.Tensor]]) -> StepValues:
         decoded = [_decode(layout, values) for layout, values in rows if layout and layout[0] != "failed"]
-        values = StepValues(steps_in_window=steps_in_window)
+        values = StepValues()
         if not decoded:
             return values
         values.rank_grad_norms = [math.sqrt(d.scalars.pop(_RANK_NORM)) for d in decoded if _RANK_NORM in d.scalars]
@@ -376,7 +375,7 @@ class _Decoded:
 
 
 def _decode(layout: tuple, row: torch.Tensor) -> _Decoded:
-    keys, unit_segments, layer_names, params, params_with_grad, _steps = layout
+    keys, unit_segments, layer_names, params, params_with_grad = layout
     d = _Decoded()
     for key, value in zip(keys, row[: len(keys)].tolist()):
         contribution = value * value if key[0] in _NORM_KINDS else value

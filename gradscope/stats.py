@@ -113,11 +113,8 @@ class StepAccumulator:
     # (key, 0-d tensor) in queue order; keys are (kind, name) pairs
     queued_keys: list[tuple[str, str]] = field(default_factory=list)
     queued: list[torch.Tensor] = field(default_factory=list)
-    # stacked values of earlier (unrecorded) steps in the window, with their keys
-    parked: list[tuple[list[tuple[str, str]], torch.Tensor]] = field(default_factory=list)
     per_unit: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
     layers: dict[str, _LayerWindow] = field(default_factory=lambda: defaultdict(_LayerWindow))
-    steps_in_window: int = 0
     param_numel: dict[str, int] = field(default_factory=dict)
     param_sampled: dict[str, int] = field(default_factory=dict)  # entries in the |g| / zero samples
     params_with_grad: list[str] = field(default_factory=list)
@@ -239,24 +236,15 @@ class StepAccumulator:
 
     # ---- window bookkeeping -----------------------------------------------------------------
     def end_unrecorded_step(self) -> None:
-        """Fold this step's queued scalars into one tensor, so a long window holds few tensors."""
-        self.steps_in_window += 1
-        self.grads_for_nonfinite = {}
-        if self.queued:
-            self.parked.append((self.queued_keys, _stack(self.queued)))
-            self.queued_keys, self.queued = [], []
+        """Between recorded steps only per-unit activity accumulates: fold it to one tensor a layer."""
         for name, peaks in self.per_unit.items():
             if len(peaks) > 1:
                 self.per_unit[name] = [torch.stack(peaks).sum(0)]
 
     def measurements(self) -> "Measurements":
         """Everything measured in the window, still on the device (one rank's share under DDP/FSDP)."""
-        self.steps_in_window += 1
         keys: list[tuple[str, str]] = []
         chunks: list[torch.Tensor] = []
-        for parked_keys, stacked in self.parked:
-            keys.extend(parked_keys)
-            chunks.append(stacked)
         if self.queued:
             keys.extend(self.queued_keys)
             chunks.append(_stack(self.queued))
@@ -274,7 +262,6 @@ class StepAccumulator:
             param_numel=dict(self.param_numel),
             param_sampled=dict(self.param_sampled),
             params_with_grad=list(self.params_with_grad),
-            steps_in_window=self.steps_in_window,
         )
 
     def flush(self, ranks: Optional["RankCombiner"] = None) -> "StepValues":
@@ -312,7 +299,6 @@ class Measurements:
     param_numel: dict[str, int]
     param_sampled: dict[str, int]
     params_with_grad: list[str]
-    steps_in_window: int
 
     def to_host(self) -> "StepValues":
         keys = list(self.keys)
@@ -321,7 +307,6 @@ class Measurements:
             keys.append(("act_dead", name))  # counted on the device: only the count is copied
             chunks.append((total == 0).sum().reshape(1))
         values = StepValues(
-            steps_in_window=self.steps_in_window,
             layers=self.layers,
             param_numel=self.param_numel,
             param_sampled=self.param_sampled,
@@ -336,9 +321,7 @@ class Measurements:
 class StepValues:
     """The host copy of one window: raw sums/counts/maxima keyed by kind and name."""
 
-    steps_in_window: int = 1
     sums: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    squares: dict[str, float] = field(default_factory=dict)  # backprop: sum of squared norms
     layers: dict[str, _LayerWindow] = field(default_factory=dict)
     param_numel: dict[str, int] = field(default_factory=dict)
     param_sampled: dict[str, int] = field(default_factory=dict)
