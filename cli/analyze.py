@@ -11,7 +11,7 @@ import click
 
 import gradscope
 from gradscope.analyze import OPTIMIZERS, AnalyzeConfig, analyze_file
-from gradscope.batches import parse_input_shape
+from gradscope.analyze.batches import parse_input_shape
 from gradscope.outputs import OutputPaths
 
 from .common import (

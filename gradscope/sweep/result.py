@@ -63,7 +63,7 @@ class SweepResult:
         )
 
     def table(self) -> str:
-        from .table import render_table  # tabulate is only needed for the text form
+        from ..report.sweep_table import render_table  # tabulate is only needed for the text form
 
         return render_table(self)
 

@@ -29,10 +29,10 @@ from .batches import (
     make_loss,
     to_device,
 )
-from .capture import watch
-from .errors import ConfigError, GradscopeError, ModelFileError
+from ..capture import watch
+from ..errors import ConfigError, GradscopeError, ModelFileError
 from .modelfile import ModelFile, exception_summary, load_model_file, user_code, user_location
-from .record import RunRecord
+from ..record import RunRecord
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
@@ -106,7 +106,7 @@ def analyze_file(
     loss_fn, loss_name = make_loss(model_file)
     notes.append(f"gradscope analyze trained on {source.describe()}.")
     if source.kind == "synthetic":
-        notes.append("Targets were random (see gradscope.batches): the losses say nothing about generalization.")
+        notes.append("Targets were random (see gradscope.analyze.batches): the losses say nothing about generalization.")
 
     with watch(model, optimizer=optimizer, every=config.every) as run:
         for step in range(config.steps):

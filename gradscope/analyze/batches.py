@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from .errors import ConfigError, ModelFileError
+from ..errors import ConfigError, ModelFileError
 from .modelfile import ModelFile, exception_summary, user_code
 
 DEFAULT_SPATIAL = {1: (32,), 2: (32, 32), 3: (16, 16, 16)}  # Conv1d / Conv2d / Conv3d

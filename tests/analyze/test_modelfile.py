@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradscope.analyze import AnalyzeConfig, analyze_file
-from gradscope.batches import BatchSource, default_loss, parse_input_shape
+from gradscope.analyze.batches import BatchSource, default_loss, parse_input_shape
 from gradscope.errors import ConfigError, ModelFileError
-from gradscope.modelfile import MODULE_NAME, load_model_file
+from gradscope.analyze.modelfile import MODULE_NAME, load_model_file
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from torch import nn
 import gradscope
 from gradscope.statdefs import ACTIVATION_STAT_NAMES, GRADIENT_STAT_NAMES
 
-from .models import all_hooks
+from ..models import all_hooks
 
 WORLD = 2
 STEPS = 3
@@ -230,7 +230,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 
 def _load_sample():
-    path = Path(__file__).resolve().parent.parent / "samples" / "ddp_train.py"
+    path = Path(__file__).resolve().parents[2] / "samples" / "ddp_train.py"
     spec = importlib.util.spec_from_file_location("ddp_train_sample", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 from tabulate import tabulate
 
 if TYPE_CHECKING:
-    from .result import SweepResult
+    from ..sweep.result import SweepResult
 
 HEADERS = (
     "activation", "depth", "norm", "dropout",

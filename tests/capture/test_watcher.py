@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 import gradscope
 from gradscope.errors import GradscopeError
 
-from .models import SmallResNet, all_hooks, classification_batches, image_batches, mlp, train_steps
+from ..models import SmallResNet, all_hooks, classification_batches, image_batches, mlp, train_steps
 
 
 def _train_resnet(watch: bool, steps: int = 10):

@@ -21,7 +21,7 @@ from torch import nn
 import gradscope
 from gradscope.statdefs import ACTIVATION_STAT_NAMES, GRADIENT_STAT_NAMES
 
-from .models import classification_batches
+from ..models import classification_batches
 
 NO_GPU = "no CUDA GPU on this machine: fp16 autocast and CUDA compile run only where one exists"
 

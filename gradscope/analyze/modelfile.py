@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from torch import nn
 
-from .errors import GradscopeError, ModelFileError
+from ..errors import GradscopeError, ModelFileError
 
 MODULE_NAME = "__gradscope_model__"
 
