@@ -9,8 +9,10 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import click
@@ -19,7 +21,8 @@ from gradscope.diagnose import Diagnosis, Finding
 from gradscope.diagnose.engine import SKIPPED
 from gradscope.diagnose.finding import severity_rank
 from gradscope.errors import GradscopeError
-from gradscope.outputs import OutputPaths, display_path, write_rendered
+from gradscope.io import write_all
+from gradscope.outputs import OutputPaths
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2, 3
 FAIL_ON_CHOICES = ("info", "warning", "error", "never")
@@ -112,7 +115,7 @@ def write_outputs(outputs: OutputPaths, record, diagnosis, title: Optional[str],
     """Render everything to memory first, then write; say what was written on stderr."""
     if not outputs.requested():
         return
-    written = write_rendered(outputs.render(record, diagnosis, title=title))
+    written = write_all(outputs.render(record, diagnosis, title=title))
     if quiet:
         return
     pngs = [p for p in written if p.suffix == ".png" and outputs.png_dir is not None and p.parent == outputs.png_dir]
@@ -128,3 +131,12 @@ def stderr_is_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def display_path(path: Path) -> str:
+    """Relative to the current directory when below it, else as given."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+    return str(path) if relative.startswith("..") else relative

@@ -7,11 +7,12 @@ from typing import Callable, Optional, TypeVar
 
 import click
 
-from gradscope.outputs import OutputPaths, RenderedFile, display_path, write_rendered
+from gradscope.io import RenderedFile, write_all
+from gradscope.outputs import OutputPaths
 from gradscope.sweep import INITS, SweepOptionError, SweepResult, bundled_task, load_npz, sweep
 from gradscope.sweep.reading import describe
 
-from .common import EXIT_OK, run_guarded, stderr_is_terminal
+from .common import EXIT_OK, display_path, run_guarded, stderr_is_terminal
 
 T = TypeVar("T")
 
@@ -62,7 +63,7 @@ def sweep_command(
         data = load_npz(data_path) if data_path else bundled_task()
         with _progress_bar(enabled=not quiet and stderr_is_terminal()) as progress:
             result = sweep(**options, data=data, progress=progress)
-        written = write_rendered(_render(result, outputs))
+        written = write_all(_render(result, outputs))
         if not quiet:
             click.echo(result.table())
             for line in describe(result):

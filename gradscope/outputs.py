@@ -1,36 +1,22 @@
 """The report files a command was asked for (--json, --html, --png): checked, rendered, written.
 
 The order matters to users: paths are checked *before* training (a typo in `--html` must not
-cost a training run), everything is rendered to memory *before* anything is written (a
-rendering error leaves no file behind), and each file is written atomically. If a write still
-fails (a full disk), the files this call had already created are removed again, so a failed
-command leaves no output files at all.
+cost a training run), and everything is rendered to memory *before* anything is written (a
+rendering error leaves no file behind). `io.write_all` then writes the rendered files all or
+nothing.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from .diagnose import Diagnosis
-from .errors import GradscopeError
-from .record import RunRecord, write_atomic
-
-
-class OutputError(GradscopeError, OSError):
-    """An output path cannot be written: a missing permission, a file where a folder should be, ..."""
-
-
-@dataclass
-class RenderedFile:
-    path: Path
-    payload: bytes
-    what: str  # "JSON run record", "HTML report", "PNG figure"
+from .errors import OutputError
+from .io import RenderedFile, json_text, to_json_value
+from .record import RunRecord
 
 
 @dataclass
@@ -85,30 +71,6 @@ class OutputPaths:
         return rendered
 
 
-def write_rendered(files: list[RenderedFile]) -> list[Path]:
-    """Write each file atomically; on a failure remove the ones this call created, then raise."""
-    created: list[Path] = []
-    written: list[Path] = []
-    try:
-        for item in files:
-            existed = item.path.exists()
-            write_atomic(item.path, item.payload)
-            written.append(item.path)
-            if not existed:
-                created.append(item.path)
-    except OSError as exc:
-        for path in created:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        raise OutputError(
-            f"Cannot write the {item.what} to {str(item.path)!r}: {exc.strerror or exc}. No output files were "
-            "left behind; free some space or choose another location."
-        ) from exc
-    return written
-
-
 def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str:
     """The run record's JSON, plus its findings under "findings" for scripts.
 
@@ -117,8 +79,8 @@ def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str
     """
     data = record.to_dict()
     if diagnosis is not None:
-        data["findings"] = [_json_safe(asdict(finding)) for finding in diagnosis]
-    return json.dumps(data, indent=1, allow_nan=False)
+        data["findings"] = [to_json_value(asdict(finding), stringify_unknown=True) for finding in diagnosis]
+    return json_text(data)
 
 
 def _check_folder(flag: str, folder: Path, target: Path) -> None:
@@ -141,29 +103,3 @@ def _check_folder(flag: str, folder: Path, target: Path) -> None:
             f"Cannot write {flag} {str(target)!r}: the folder {str(existing)!r} is not writable "
             f"({exc.strerror or exc}). Choose a folder you can write to, or fix its permissions."
         ) from None
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy / torch scalars
-        try:
-            return _json_safe(value.item())
-        except (TypeError, ValueError):
-            pass
-    return str(value)
-
-
-def display_path(path: Path) -> str:
-    """Relative to the current directory when below it, else as given."""
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
-    return str(path) if relative.startswith("..") else relative

@@ -8,15 +8,13 @@ stays small and diffable.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from .errors import RecordFormatError, UnknownSeriesError
+from .io import from_json_value, json_text, read_json_file, to_json_value, write_atomic
 from .statdefs import STAT_NAMES
 
 SCHEMA_VERSION = 1
@@ -145,7 +143,7 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scalars"] = {k: [[s, v] for s, v in pairs] for k, pairs in self.scalars.items()}
-        return _encode_floats(data)
+        return to_json_value(data)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "the run data") -> "RunRecord":
@@ -167,9 +165,9 @@ class RunRecord:
                 modules=[ModuleInfo(**m) for m in data["modules"]],
                 steps=[int(s) for s in data["steps"]],
                 skipped_steps=[int(s) for s in data["skipped_steps"]],
-                layer_stats=_decode_floats(data["layer_stats"]),
-                param_stats=_decode_floats(data["param_stats"]),
-                scalars={k: [(int(s), _decode_floats(v)) for s, v in pairs] for k, pairs in data["scalars"].items()},
+                layer_stats=from_json_value(data["layer_stats"]),
+                param_stats=from_json_value(data["param_stats"]),
+                scalars={k: [(int(s), from_json_value(v)) for s, v in pairs] for k, pairs in data["scalars"].items()},
                 hook_errors=[HookError(**e) for e in data["hook_errors"]],
                 schema_version=version,
             )
@@ -192,7 +190,7 @@ class RunRecord:
                         raise ValueError(f"series {stat!r} of {name!r} has the wrong length")
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        return json_text(self.to_dict())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the record as JSON atomically: a failure leaves no half-written file."""
@@ -205,46 +203,6 @@ class RunRecord:
         path = Path(path)
         data = read_json_file(path, "Run file", "Re-create it with `gradscope analyze --json`.")
         return cls.from_dict(data, source=f"Run file {str(path)!r}")
-
-
-def read_json_file(path: Path, what: str, remedy: str) -> Any:
-    """Parse a JSON file, turning every way it can be unreadable into one clear RecordFormatError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecordFormatError(f"{what} {str(path)!r} does not exist. Check the path.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecordFormatError(f"Cannot read {what.lower()} {str(path)!r}: {exc}.") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RecordFormatError(
-            f"{what} {str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            f"it may be truncated or not written by gradscope. {remedy}"
-        ) from None
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report should be as readable as any file
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _append_column(table: dict[str, dict[str, list[Value]]], values: dict[str, dict[str, Value]], index: int) -> None:
@@ -262,28 +220,3 @@ def _preview(names: Iterable[str], limit: int = 8) -> str:
     names = list(names)
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") if names else "none"
-
-
-# JSON has no NaN/Inf; a NaN gradient norm is a finding, so keep it as a string.
-_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-def _encode_floats(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {k: _encode_floats(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_encode_floats(v) for v in obj]
-    return obj
-
-
-def _decode_floats(obj: Any) -> Any:
-    """Undo `_encode_floats` inside statistic values only (a module may well be called "inf")."""
-    if isinstance(obj, str) and obj in _NONFINITE:
-        return _NONFINITE[obj]
-    if isinstance(obj, dict):
-        return {k: _decode_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode_floats(v) for v in obj]
-    return obj

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..diagnose.finding import Diagnosis
+from ..io import write_file
 from ..record import RunRecord
 from .markup import Figure, Markup, Section, Table, element, escape, inline_code, join, paragraphs, render_page
-from .output import write_report_file
 from .page import FindingView, ReportPage, build_report_page
 from .plots import RenderedFigure
 
@@ -48,7 +48,7 @@ def write_html(
 ) -> Path:
     """Render fully, then write atomically: a failure leaves no file behind."""
     document = render_html(record, diagnosis, title, figures)
-    return write_report_file(Path(path), document.encode("utf-8"), "HTML report")
+    return write_file(path, document.encode("utf-8"), "HTML report")
 
 
 def report_sections(page: ReportPage) -> list[Section]:

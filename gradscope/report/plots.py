@@ -25,8 +25,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from ..diagnose.finding import Diagnosis, Finding
+from ..io import write_into_folder
 from ..record import RunRecord
-from .output import write_figure_files
 from .series import (
     SUMMARY_DESCRIPTION,
     display_name,
@@ -113,7 +113,7 @@ def write_pngs(
     directory = Path(directory)
     if figures is None:
         figures = build_figures(record, diagnosis)  # all drawn before the first file is written
-    return write_figure_files(directory, {f.stem: f.png for f in figures if f.png is not None})
+    return write_into_folder(directory, {f"{f.stem}.png": f.png for f in figures if f.png is not None}, "figure")
 
 
 # ---- drawing helpers ----------------------------------------------------------------------

@@ -11,12 +11,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from ..io import write_file
 from ..sweep.networks import ACTIVATIONS
 from ..sweep.reading import describe
 from ..sweep.result import SweepResult
 from .html import Figure, Section, Table, render_page
 from .markup import element, join
-from .output import write_report_file
 from .sweep_plots import SweepFigure, build_sweep_figures
 
 _COLUMNS = (
@@ -58,7 +58,7 @@ def write_sweep_html(
     figures: Optional[list[SweepFigure]] = None,
 ) -> Path:
     """Render fully, then write atomically: a failure leaves no file behind."""
-    return write_report_file(Path(path), render_sweep_html(result, title, figures).encode("utf-8"), "sweep HTML page")
+    return write_file(path, render_sweep_html(result, title, figures).encode("utf-8"), "sweep HTML page")
 
 
 def sweep_sections(result: SweepResult, figures: list[SweepFigure]) -> list[Section]:

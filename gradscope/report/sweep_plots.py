@@ -24,9 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from ..io import write_into_folder
 from ..sweep.result import SweepResult
 from ..sweep.summary import ConfigSummary
-from .output import write_figure_files
 
 DPI = 100
 PANEL_PX = (300, 260)  # one small multiple
@@ -78,7 +78,7 @@ def write_sweep_pngs(
     directory = Path(directory)
     if figures is None:
         figures = build_sweep_figures(result)  # all drawn before the first file is written
-    return write_figure_files(directory, {f"sweep_{f.stem}": f.png for f in figures if f.png})
+    return write_into_folder(directory, {f"sweep_{f.stem}.png": f.png for f in figures if f.png}, "figure")
 
 
 # ---- which configurations go where -------------------------------------------------------------

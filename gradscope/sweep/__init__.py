@@ -16,10 +16,11 @@ import os
 import time
 from typing import Iterable, Optional, Union
 
-from .config import SweepConfig, SweepOptionError, check_workers, make_configs
-from .data import DataFileError, SweepData, bundled_task, load_npz
+from ..errors import DataFileError, SweepOptionError, UnknownConfigError
+from .config import SweepConfig, check_workers, make_configs
+from .data import SweepData, bundled_task, load_npz
 from .networks import ACTIVATIONS, INITS, NORMS, build_network
-from .result import SweepResult, UnknownConfigError
+from .result import SweepResult
 from .runner import Progress, default_workers, run_configs
 from .summary import ConfigSummary, LayerProfile, fit_decay_factor
 

@@ -6,16 +6,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional
 
-from ..errors import GradscopeError
+from ..errors import SweepOptionError
 from .networks import ACTIVATIONS, INITS, NORMS
 
 # Plain SGD stalls on the bundled task in 100 steps even where gradients flow; momentum lets the
 # shallow networks learn, so "does not train" in a sweep means the gradient, not the optimizer.
 MOMENTUM = 0.9
-
-
-class SweepOptionError(GradscopeError, ValueError):
-    """A sweep option (activation, depth, norm, dropout, init, steps, lr, ...) is not valid."""
 
 
 @dataclass(frozen=True)

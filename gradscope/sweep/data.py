@@ -29,16 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GradscopeError
+from ..errors import DataFileError
 
 BUNDLED_SEED = 20110
 BUNDLED_FEATURES = 16
 BUNDLED_CLASSES = 4
 VALIDATION_FRACTION = 0.2
-
-
-class DataFileError(GradscopeError, ValueError):
-    """A --data file is missing, unreadable, lacks arrays, or holds arrays of the wrong shape."""
 
 
 @dataclass

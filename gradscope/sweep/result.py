@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import GradscopeError, RecordFormatError
-from ..record import RunRecord, read_json_file, write_atomic
+from ..errors import RecordFormatError, UnknownConfigError
+from ..io import json_text, read_json_file, write_atomic
+from ..record import RunRecord
 from .config import SweepConfig
 from .summary import ConfigSummary
 
 SWEEP_FORMAT = "gradscope-sweep"
 SWEEP_FORMAT_VERSION = 1
-
-
-class UnknownConfigError(GradscopeError, KeyError):
-    """`SweepResult.find` was asked for a configuration the sweep did not run."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -63,7 +56,9 @@ class SweepResult:
         )
 
     def table(self) -> str:
-        from ..report.sweep_table import render_table  # tabulate is only needed for the text form
+        from ..report.sweep_table import (
+            render_table,  # tabulate is only needed for the text form
+        )
 
         return render_table(self)
 
@@ -118,7 +113,7 @@ class SweepResult:
 
     def to_json(self) -> str:
         # Compact: a default sweep holds 15 full records.
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+        return json_text(self.to_dict(), compact=True)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically: a failure leaves no half-written file."""

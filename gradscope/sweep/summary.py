@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..io import from_json_value, to_json_value
 from ..record import RunRecord
 from .config import SweepConfig
 
@@ -57,11 +58,11 @@ class ConfigSummary:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["config"] = self.config.to_dict()
-        return encode_floats(data)
+        return to_json_value(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ConfigSummary":
-        data = decode_floats(dict(data))
+        data = from_json_value(dict(data))
         data["config"] = SweepConfig.from_dict(data["config"])
         for name in ("backprop", "grad_rms", "sparsity"):
             data[name] = LayerProfile(**data[name])
@@ -129,27 +130,3 @@ def _profile(record: RunRecord, stat: str, names: list[str]) -> LayerProfile:
         init.append(record.series(stat, name)[0] if first_is_init else None)
         final.append(record.last(stat, name))
     return LayerProfile(init=init, final=final)
-
-
-# JSON has no NaN/Inf; a NaN loss is a result worth keeping, so store it as a string.
-_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-def encode_floats(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {k: encode_floats(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [encode_floats(v) for v in obj]
-    return obj
-
-
-def decode_floats(obj: Any) -> Any:
-    if isinstance(obj, str) and obj in _NONFINITE:
-        return _NONFINITE[obj]
-    if isinstance(obj, dict):
-        return {k: decode_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [decode_floats(v) for v in obj]
-    return obj

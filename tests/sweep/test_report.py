@@ -8,7 +8,7 @@ import re
 import pytest
 
 import gradscope
-from gradscope.report.output import ReportWriteError
+from gradscope.errors import OutputError
 from gradscope.report.sweep_html import render_sweep_html, write_sweep_html
 from gradscope.report.sweep_plots import build_sweep_figures, render_sweep_figures, write_sweep_pngs
 
@@ -44,7 +44,7 @@ def test_write_pngs_into_a_new_folder_and_refuse_a_file(result, figures, tmp_pat
     written = write_sweep_pngs(tmp_path / "figs", result, figures)
     assert sorted(p.name for p in written) == sorted(f"sweep_{f.stem}.png" for f in figures)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ReportWriteError, match="is a file, not a folder"):
+    with pytest.raises(OutputError, match="is a file, not a folder"):
         write_sweep_pngs(tmp_path / "file", result, figures)
 
 
