@@ -9,6 +9,7 @@ import click
 
 from gradscope.io import RenderedFile, write_all
 from gradscope.outputs import OutputPaths
+from gradscope.report.sweep_table import render_table as sweep_table
 from gradscope.sweep import INITS, SweepOptionError, SweepResult, bundled_task, load_npz, sweep
 from gradscope.sweep.reading import describe
 
@@ -65,7 +66,7 @@ def sweep_command(
             result = sweep(**options, data=data, progress=progress)
         written = write_all(_render(result, outputs))
         if not quiet:
-            click.echo(result.table())
+            click.echo(sweep_table(result))
             for line in describe(result):
                 click.echo(line)
             for path in written:

@@ -1,3 +1,4 @@
-"""Renderers of a RunRecord and its Diagnosis: text (tabulate), PNG (matplotlib), HTML."""
+"""Renderers of a RunRecord and its Diagnosis, and of a sweep: text (tabulate), PNG (matplotlib), HTML."""
 
+from .sweep_table import render_table as sweep_table
 from .text import render_text as text

@@ -1,7 +1,7 @@
 """Depth sweeps: the vanishing-gradient experiment as one call.
 
     result = gradscope.sweep(activations=("sigmoid", "tanh", "relu"), depths=(2, 4, 8, 16, 32))
-    print(result.table())
+    print(gradscope.report.sweep_table(result))
     record = result.find(activation="sigmoid", depth=8)   # the RunRecord of that network
 
 Every configuration (activation x depth x norm x dropout) is the same MLP family built from the

@@ -55,13 +55,6 @@ class SweepResult:
             f"It ran: {ran}."
         )
 
-    def table(self) -> str:
-        from ..report.sweep_table import (
-            render_table,  # tabulate is only needed for the text form
-        )
-
-        return render_table(self)
-
     # ---- JSON -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ import torch
 
 import gradscope
 from gradscope.errors import GradscopeError, RecordFormatError
+from gradscope.report import sweep_table
 from gradscope.sweep import ConfigSummary, SweepData, SweepOptionError, SweepResult, UnknownConfigError, fit_decay_factor
 from gradscope.sweep.reading import describe
 
@@ -65,7 +66,7 @@ def test_json_round_trip_keeps_summaries_and_records(small, tmp_path):
     assert [s.to_dict() for s in loaded.summaries] == [s.to_dict() for s in small.summaries]
     assert loaded.find("relu", 2).to_dict() == small.find("relu", 2).to_dict()
     assert isinstance(loaded.summaries[0], ConfigSummary) and loaded.options == small.options
-    assert loaded.table() == small.table()
+    assert sweep_table(loaded) == sweep_table(small)
 
 
 def test_damaged_json_files_are_format_errors(tmp_path):
@@ -83,7 +84,7 @@ def test_damaged_json_files_are_format_errors(tmp_path):
 
 
 def test_table_has_one_row_per_configuration(small):
-    lines = small.table().splitlines()
+    lines = sweep_table(small).splitlines()
     assert len(lines) == 3 + 4  # two header lines, the rule, four rows
     row = next(line for line in lines if line.split()[:2] == ["sigmoid", "3"])
     assert f"{small.summary('sigmoid', 3).first_last_ratio_init:.2g}" in row
@@ -118,7 +119,7 @@ def test_a_diverging_configuration_is_reported_and_the_others_still_run():
     assert tanh.error is None and tanh.steps_done == 20  # tanh's bounded outputs keep the loss finite
     assert result.failures == [identity]
     assert any(line.startswith("Failed: identity, depth 4: the training loss became nan") for line in describe(result))
-    assert "loss became nan" in result.table()
+    assert "loss became nan" in sweep_table(result)
     loaded = SweepResult.from_dict(json.loads(result.to_json()))  # strict JSON: NaN is stored as "nan"
     assert loaded.summary("identity", 4).error == identity.error
     assert np.isnan(loaded.summary("identity", 4).train_loss)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradscope
+from gradscope.report import sweep_table
 from gradscope.sweep import bundled_task, fit_decay_factor
 
 DATA = bundled_task()
@@ -102,7 +103,7 @@ def test_default_init_makes_relu_and_tanh_decay_too(default_depth8):
     assert relu == pytest.approx(math.sqrt(1 / 3) * math.sqrt(1 / 2), rel=0.10)  # ~0.41
     assert tanh == pytest.approx(math.sqrt(1 / 3), rel=0.10)  # ~0.58
     assert sigmoid < relu < tanh
-    assert "0.41" in default_depth8.table() and "0.56" in default_depth8.table()  # visible in the table
+    assert "0.41" in sweep_table(default_depth8) and "0.56" in sweep_table(default_depth8)  # visible in the table
 
 
 def test_kaiming_first_last_ratio_sigmoid_vanishes_tanh_and_relu_do_not(kaiming_depth8):
