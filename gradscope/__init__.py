@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import report
 from .capture import Watcher, watch
 from .diagnose import Diagnosis, Finding, diagnose, load_config
 from .errors import GradscopeError
 from .record import RunRecord
 from .sweep import sweep
+from .version import __version__
 
 __all__ = [
     "Diagnosis",

@@ -34,26 +34,24 @@ per-step statistics (see `Watcher.is_main_process` and `Watcher.save`).
 
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
 
-from .stats import Measurements, StepValues, _LayerWindow
-
-# Queued as norms, combined as sums of squares.
-_NORM_KINDS = frozenset({"act_norm", "backprop_norm", "grad_norm", "weight_norm", "update_norm", "rank_grad_norm"})
-# Kinds read from the (identical or sharded) parameters at the step; "loss_scale" is the same on every
-# rank, so it is taken once like a replicated parameter's value.
-_PARAM_KINDS = frozenset(
-    {"grad_norm", "grad_l1", "grad_high", "grad_low", "grad_nonzero", "weight_norm", "update_norm", "loss_scale"}
+from .measure import (
+    KINDS_BY_NAME,
+    LAYER_COUNTER_WIDTH,
+    Fold,
+    LayerCounters,
+    Measurements,
+    ParamCounters,
+    Scope,
+    StepValues,
 )
-# Host counters of a layer, in the order they travel; how each combines across ranks.
-_LAYER_COUNTERS = ("calls", "numel", "batch", "eval_calls", "sampled", "units", "saturating")
+
 _MISMATCH = -1.0  # header of a rank whose measurements do not have the agreed layout
-_RANK_NORM = ("rank_grad_norm", "")  # not combined: one value per rank (the spread across ranks)
 
 
 def _dtensor_type() -> Optional[type]:
@@ -152,26 +150,21 @@ class RankCombiner:
     def _encode(self, m: Measurements) -> tuple[tuple, torch.Tensor]:
         """Everything as one float64 vector, and the layout that says what each entry is."""
         device = self._transport_device()
-        unit_names = list(m.unit_peaks)
-        measured = list(m.chunks) + [m.unit_peaks[n] for n in unit_names]
+        unit_names = list(m.unit_activity)
+        measured = list(m.chunks) + [m.unit_activity[n] for n in unit_names]
         parts = []
         if measured:  # joined where they were measured, so a GPU run copies once to a gloo host
             home = measured[0].device
             joined = torch.cat([t.reshape(-1).to(home, torch.float64) for t in measured])
             parts.append(joined.to(device))
         layer_names = list(m.layers)
-        params = list(m.param_numel)
-        counters: list[float] = []
-        for name in layer_names:
-            w = m.layers[name]
-            counters += [w.calls, w.numel, w.batch, w.eval_calls, w.sampled, -1 if w.units is None else w.units,
-                         float(w.saturating)]
-        for name in params:
-            counters += [m.param_numel[name], m.param_sampled.get(name, m.param_numel[name])]
+        params = list(m.params)
+        counters = [value for name in layer_names for value in m.layers[name].encode()]
+        counters += [float(size) for name in params for size in (m.params[name].numel, m.params[name].sampled)]
         parts.append(torch.tensor(counters, dtype=torch.float64, device=device))
         layout = (
             tuple(m.keys),
-            tuple((n, m.unit_peaks[n].numel()) for n in unit_names),
+            tuple((n, m.unit_activity[n].numel()) for n in unit_names),
             tuple(layer_names),
             tuple(params),
             tuple(m.params_with_grad),
@@ -211,6 +204,9 @@ class RankCombiner:
         return self._last_fingerprint
 
     # ---- combining on the host ---------------------------------------------------------------
+    def _rule(self, kind: str, name: str) -> tuple[Fold, float]:
+        return KINDS_BY_NAME[kind].across_ranks(self.replicas.get(name, self.world), self.world)
+
     def _combine_aligned(self, layout: tuple, rows: torch.Tensor) -> StepValues:
         """All ranks measured the same things in the same order: combine column by column."""
         keys, unit_segments, layer_names, params, params_with_grad = layout
@@ -218,159 +214,97 @@ class RankCombiner:
         n = len(keys)
         scalars = rows[:, :n].clone()
         scalars[:, plan.squared] = scalars[:, plan.squared].square()
-        combined = torch.where(plan.replicated, scalars[0], scalars.sum(0))
-        combined = torch.where(plan.is_max, scalars.max(0).values, combined)
-        combined = torch.where(plan.is_min, scalars.min(0).values, combined)
-        combined = combined * plan.scale  # 1/R for shards, 1/world^2 for backprop
+        combined = scalars.sum(0)
+        for fold, columns in plan.columns.items():
+            combined[columns] = fold.reduce(scalars[:, columns])
+        combined = (combined * plan.scale).tolist()
         values = StepValues()
-        sums = values.sums
-        for column, ((kind, name), value) in enumerate(zip(keys, combined.tolist())):
-            if kind in _PARAM_KINDS:
-                sums[kind][name] = math.sqrt(value) if kind in _NORM_KINDS else value
-            elif kind == "rank_grad_norm":  # not combined: one (squared) value per rank
-                values.rank_grad_norms = [math.sqrt(v) for v in scalars[:, column].tolist()]
-            else:  # act_norm and backprop_norm stay squared, as StepValues.add keeps them
-                sums[kind][name] = sums[kind].get(name, 0.0) + value
+        for column, (kind, name) in enumerate(keys):
+            if column in plan.per_rank:
+                values.per_rank[kind] = scalars[:, column].tolist()
+            else:
+                values.add(kind, name, combined[column])
         at = n
         for name, length in unit_segments:
-            totals = rows[:, at : at + length].sum(0)
-            sums["act_dead"][name] = float((totals == 0).sum())
+            activity = rows[:, at : at + length].sum(0)
+            values.folded["dead_units"][name] = float((activity == 0).sum())
             at += length
-        width = len(_LAYER_COUNTERS)
+        width = LAYER_COUNTER_WIDTH
         counters = rows[:, at : at + width * len(layer_names)].reshape(self.world, len(layer_names), width)
-        high, low, total = counters.max(0).values.tolist(), counters.min(0).values.tolist(), counters.sum(0).tolist()
-        calls, numel, batch, eval_calls, sampled, units, saturating = range(width)  # column of each counter
-        for i, name in enumerate(layer_names):
-            same_units = high[i][units] == low[i][units] and high[i][units] >= 0
-            values.layers[name] = _LayerWindow(
-                calls=int(high[i][calls]),  # per rank, like a single process on the whole batch
-                numel=int(total[i][numel]),
-                batch=int(total[i][batch]),
-                eval_calls=int(high[i][eval_calls]),
-                sampled=int(total[i][sampled]),
-                units=int(high[i][units]) if same_units else None,
-                saturating=bool(high[i][saturating]),
-            )
+        values.layers = dict(zip(layer_names, LayerCounters.combine_ranks(counters)))
         at += width * len(layer_names)
         sizes = rows[:, at : at + 2 * len(params)].reshape(self.world, len(params), 2)
-        first, total = sizes[0].tolist(), sizes.sum(0).tolist()
-        for i, name in enumerate(params):
-            r = self.replicas.get(name, self.world)
-            numel, sampled = first[i] if r >= self.world else (round(t / r) for t in total[i])
-            values.param_numel[name], values.param_sampled[name] = int(numel), int(sampled)
+        for name, per_rank in zip(params, sizes.unbind(1)):
+            values.params[name] = self._param_counters(name, per_rank.tolist())
         values.params_with_grad = list(params_with_grad)
         return values
 
+    def _param_counters(self, name: str, per_rank: list[list[float]]) -> ParamCounters:
+        """Sizes of a parameter over all ranks: a replicated one's are rank 0's, shards' add up."""
+        r = self.replicas.get(name, self.world)
+        numel, sampled = per_rank[0] if r >= self.world else (sum(column) / r for column in zip(*per_rank))
+        return ParamCounters(numel=int(round(numel)), sampled=int(round(sampled)))
+
     def _plan_for(self, layout: tuple) -> "_Plan":
         if self._plan is None or self._plan.layout is not layout and self._plan.layout != layout:
-            self._plan = _Plan(layout, self.replicas, self.world)
+            self._plan = _Plan(layout, [self._rule(kind, name) for kind, name in layout[0]])
         return self._plan
 
     def _decode_and_combine(self, rows: list[tuple[tuple, torch.Tensor]]) -> StepValues:
+        """Ranks measured different things: combine what each measured, key by key."""
         decoded = [_decode(layout, values) for layout, values in rows if layout and layout[0] != "failed"]
         values = StepValues()
         if not decoded:
             return values
-        values.rank_grad_norms = [math.sqrt(d.scalars.pop(_RANK_NORM)) for d in decoded if _RANK_NORM in d.scalars]
-        self._combine_scalars(values, [d.scalars for d in decoded])
-        self._combine_layers(values, [d.layers for d in decoded])
-        self._combine_units(values, [d.unit_peaks for d in decoded])
-        self._combine_params(values, decoded)
-        return values
-
-    def _combine_scalars(self, values: StepValues, per_rank: list[dict[tuple[str, str], float]]) -> None:
-        keys = _ordered_union(per_rank)
-        backprop_scale = 1.0 / (self.world * self.world)
-        for key in keys:
+        for key in _ordered_union([d.values for d in decoded]):
             kind, name = key
-            present = [rank[key] for rank in per_rank if key in rank]
-            if kind in _PARAM_KINDS:
-                r = self.replicas.get(name, self.world)
-                if r >= self.world:  # replicated (DDP): every rank read the same all-reduced values
-                    total = present[0]
-                elif kind == "grad_high":
-                    total = max(present)
-                elif kind == "grad_low":
-                    total = min(present)
-                else:
-                    total = sum(present) / r
-                values.sums[kind][name] = math.sqrt(total) if kind in _NORM_KINDS else total
-            elif kind == "backprop_norm":
-                values.sums[kind][name] = sum(present) * backprop_scale  # kept squared, as StepValues does
-            else:  # activation sums and counts; act_norm stays squared
-                values.sums[kind][name] = sum(present)
-
-    def _combine_layers(self, values: StepValues, per_rank: list[dict[str, _LayerWindow]]) -> None:
-        for name in _ordered_union(per_rank):
-            windows = [rank[name] for rank in per_rank if name in rank]
-            units = {w.units for w in windows}
-            values.layers[name] = _LayerWindow(
-                calls=max(w.calls for w in windows),  # per rank, like a single process on the whole batch
-                numel=sum(w.numel for w in windows),
-                batch=sum(w.batch for w in windows),
-                eval_calls=max(w.eval_calls for w in windows),
-                sampled=sum(w.sampled for w in windows),
-                units=units.pop() if len(units) == 1 else None,
-                saturating=any(w.saturating for w in windows),
-            )
-
-    def _combine_units(self, values: StepValues, per_rank: list[dict[str, torch.Tensor]]) -> None:
-        for name in _ordered_union(per_rank):
-            peaks = [rank.get(name) for rank in per_rank]
+            present = [d.values[key] for d in decoded if key in d.values]
+            if KINDS_BY_NAME[kind].scope is Scope.RANK:
+                values.per_rank[kind] = present
+                continue
+            fold, scale = self._rule(kind, name)
+            values.add(kind, name, float(fold.reduce(torch.tensor(present, dtype=torch.float64))) * scale)
+        for name in _ordered_union([d.layers for d in decoded]):
+            per_rank = [d.layers[name].encode() for d in decoded if name in d.layers]
+            rows = torch.tensor(per_rank, dtype=torch.float64).unsqueeze(1)  # (ranks, 1 layer, counters)
+            values.layers[name] = LayerCounters.combine_ranks(rows)[0]
+        for name in _ordered_union([d.unit_activity for d in decoded]):
+            activity = [d.unit_activity.get(name) for d in decoded]
             window = values.layers.get(name)
-            if window is None or window.units is None or any(p is None or p.numel() != window.units for p in peaks):
+            if window is None or window.units is None or any(a is None or a.numel() != window.units for a in activity):
                 continue  # a rank saw other widths, or no batch: dead units are undefined
-            totals = torch.stack(peaks).sum(0)  # host tensors: no device synchronisation
-            values.sums["act_dead"][name] = float((totals == 0).sum())
-
-    def _combine_params(self, values: StepValues, decoded: list["_Decoded"]) -> None:
-        for name in _ordered_union([d.param_numel for d in decoded]):
-            r = self.replicas.get(name, self.world)
-            numel = [d.param_numel[name] for d in decoded if name in d.param_numel]
-            sampled = [d.param_sampled[name] for d in decoded if name in d.param_sampled]
-            if r >= self.world:
-                values.param_numel[name], values.param_sampled[name] = int(numel[0]), int(sampled[0])
-            else:
-                values.param_numel[name] = int(round(sum(numel) / r))
-                values.param_sampled[name] = int(round(sum(sampled) / r))
+            totals = torch.stack(activity).sum(0)  # host tensors: no device synchronisation
+            values.folded["dead_units"][name] = float((totals == 0).sum())
+        for name in _ordered_union([d.params for d in decoded]):
+            values.params[name] = self._param_counters(name, [d.params[name] for d in decoded if name in d.params])
         values.params_with_grad = _ordered_union([dict.fromkeys(d.params_with_grad) for d in decoded])
+        return values
 
 
 class _Plan:
     """How each scalar column of an agreed layout combines across ranks (built once per layout)."""
 
-    def __init__(self, layout: tuple, replicas: dict[str, int], world: int) -> None:
+    def __init__(self, layout: tuple, rules: list[tuple[Fold, float]]) -> None:
         self.layout = layout
         keys = layout[0]
-        squared, replicated, is_max, is_min, scale = [], [], [], [], []
-        for kind, name in keys:
-            r = replicas.get(name, world) if kind in _PARAM_KINDS else 0
-            squared.append(kind in _NORM_KINDS)
-            replicated.append(r >= world)
-            is_max.append(kind == "grad_high" and r < world)
-            is_min.append(kind == "grad_low" and r < world)
-            if kind == "backprop_norm":
-                scale.append(1.0 / (world * world))
-            elif kind in _PARAM_KINDS and r < world and kind not in ("grad_high", "grad_low"):
-                scale.append(1.0 / r)
-            else:
-                scale.append(1.0)
-        self.squared = torch.tensor(squared, dtype=torch.bool)
-        self.replicated = torch.tensor(replicated, dtype=torch.bool)
-        self.is_max = torch.tensor(is_max, dtype=torch.bool)
-        self.is_min = torch.tensor(is_min, dtype=torch.bool)
-        self.scale = torch.tensor(scale, dtype=torch.float64)
+        self.squared = torch.tensor([KINDS_BY_NAME[kind].fold is Fold.SUM_OF_SQUARES for kind, _ in keys])
+        self.per_rank = {i for i, (kind, _) in enumerate(keys) if KINDS_BY_NAME[kind].scope is Scope.RANK}
+        by_fold: dict[Fold, list[int]] = {}
+        for column, (fold, _) in enumerate(rules):
+            if fold is not Fold.SUM:
+                by_fold.setdefault(fold, []).append(column)
+        self.columns = {fold: torch.tensor(columns) for fold, columns in by_fold.items()}
+        self.scale = torch.tensor([scale for _, scale in rules], dtype=torch.float64)
 
 
 class _Decoded:
-    """One rank's measurements, back on the host, aggregated per key within the rank."""
+    """One rank's measurements, back on the host, folded per key within the rank."""
 
     def __init__(self) -> None:
-        self.scalars: dict[tuple[str, str], float] = {}
-        self.unit_peaks: dict[str, torch.Tensor] = {}
-        self.layers: dict[str, _LayerWindow] = {}
-        self.param_numel: dict[str, float] = {}
-        self.param_sampled: dict[str, float] = {}
+        self.values: dict[tuple[str, str], float] = {}  # prepared: norms squared
+        self.unit_activity: dict[str, torch.Tensor] = {}
+        self.layers: dict[str, LayerCounters] = {}
+        self.params: dict[str, list[float]] = {}  # [numel, sampled]
         self.params_with_grad: list[str] = []
 
 
@@ -378,23 +312,19 @@ def _decode(layout: tuple, row: torch.Tensor) -> _Decoded:
     keys, unit_segments, layer_names, params, params_with_grad = layout
     d = _Decoded()
     for key, value in zip(keys, row[: len(keys)].tolist()):
-        contribution = value * value if key[0] in _NORM_KINDS else value
-        d.scalars[key] = d.scalars.get(key, 0.0) + contribution
+        fold = KINDS_BY_NAME[key[0]].fold
+        prepared = fold.prepare(value)
+        d.values[key] = fold.combine(d.values[key], prepared) if key in d.values else prepared
     at = len(keys)
     for name, length in unit_segments:
-        d.unit_peaks[name] = row[at : at + length]
+        d.unit_activity[name] = row[at : at + length]
         at += length
     values = row.tolist()
-    width = len(_LAYER_COUNTERS)
     for name in layer_names:
-        calls, numel, batch, eval_calls, sampled, units, saturating = values[at : at + width]
-        d.layers[name] = _LayerWindow(
-            calls=int(calls), numel=int(numel), batch=int(batch), eval_calls=int(eval_calls), sampled=int(sampled),
-            units=None if units < 0 else int(units), saturating=bool(saturating),
-        )
-        at += width
+        d.layers[name] = LayerCounters.decode(values[at : at + LAYER_COUNTER_WIDTH])
+        at += LAYER_COUNTER_WIDTH
     for name in params:
-        d.param_numel[name], d.param_sampled[name] = values[at], values[at + 1]
+        d.params[name] = values[at : at + 2]
         at += 2
     d.params_with_grad = list(params_with_grad)
     return d

@@ -34,11 +34,6 @@ _ACTIVATION_CLASSES: tuple[tuple[type, str], ...] = (
     (nn.Softsign, "softsign"),
 )
 
-# Activations whose output is exactly 0 over half their domain: the ones that can "die".
-RELU_FAMILY = frozenset({"relu", "relu6", "hardswish"})
-NONNEGATIVE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid", "softplus"})
-SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign"})
-
 # Modules whose output keeps the unit (channel) axis at dim 1: (N, C, *spatial).
 _CHANNELS_FIRST: tuple[type, ...] = (
     nn.modules.conv._ConvNd,

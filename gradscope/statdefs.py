@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Activation kinds (the names `ModuleInfo.activation` holds) grouped by what their output can do.
+# Capture reads them to decide what to measure, rules to decide what to look for; both quote
+# them from here, so diagnosing a saved record needs nothing torch-side.
+# Exactly 0 over half their domain: units can "die".
+RELU_FAMILY = frozenset({"relu", "relu6", "hardswish"})
+# Never negative: the sum over a unit is 0 only when every entry is.
+NONNEGATIVE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid", "softplus"})
+# Flat (derivative near 0) for large inputs: see SATURATION_THRESHOLDS.
+SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign"})
+
 # Thresholds of the flat ("saturated") region of bounded activations, on the output value.
 # In these regions the local derivative is below about 1/100 of its maximum, so the chain
 # rule multiplies the backward signal by almost nothing.
@@ -33,7 +43,7 @@ STATS: tuple[StatDef, ...] = (
     StatDef("grad_norm", "gradient", "L2 norm of the gradient, ||g||_2, over weight and bias together.", True),
     StatDef("grad_rms", "gradient", "Root mean square of the gradient, ||g||_2 / sqrt(numel).", True),
     StatDef("grad_mean_abs", "gradient", "Mean absolute gradient, sum|g| / numel."
-            " Estimated on a sample for large tensors (see gradscope.stats.SAMPLING_NOTE).", True),
+            " Estimated on a sample for large tensors (see gradscope.measure.SAMPLING_NOTE).", True),
     StatDef("grad_max", "gradient", "Largest absolute gradient entry, max|g|.", True),
     StatDef(
         "grad_nonfinite",
@@ -42,23 +52,23 @@ STATS: tuple[StatDef, ...] = (
         True,
     ),
     StatDef("grad_zero_frac", "gradient", "Fraction of gradient entries that are exactly 0."
-            " Estimated on a sample for large tensors (see gradscope.stats.SAMPLING_NOTE).", True),
+            " Estimated on a sample for large tensors (see gradscope.measure.SAMPLING_NOTE).", True),
     StatDef("weight_norm", "weight", "L2 norm of the parameters before the optimizer step, ||w||_2.", True),
     StatDef(
         "update_ratio",
         "update",
         "||w_after - w_before||_2 / ||w_before||_2 across the optimizer step (needs the optimizer)."
-        " Estimated on a sample for large tensors (see gradscope.stats.SAMPLING_NOTE).",
+        " Estimated on a sample for large tensors (see gradscope.measure.SAMPLING_NOTE).",
         True,
     ),
     StatDef("act_sparsity", "activation", "Fraction of output entries that are exactly 0."
-            " Estimated on a sample for large tensors (see gradscope.stats.SAMPLING_NOTE)."),
+            " Estimated on a sample for large tensors (see gradscope.measure.SAMPLING_NOTE)."),
     StatDef("act_mean", "activation", "Mean of the output entries."),
     StatDef(
         "act_std",
         "activation",
         "Standard deviation of the output entries (population)."
-        " Estimated on a sample for large tensors (see gradscope.stats.SAMPLING_NOTE).",
+        " Estimated on a sample for large tensors (see gradscope.measure.SAMPLING_NOTE).",
     ),
     StatDef(
         "act_dead_frac",
@@ -73,7 +83,7 @@ STATS: tuple[StatDef, ...] = (
         "activation",
         "Fraction of outputs of a Sigmoid/Tanh/Hardtanh/Hardsigmoid/Softsign module in its flat region "
         "(thresholds in gradscope.statdefs.SATURATION_THRESHOLDS); None for other modules."
-        " Estimated on a sample for large tensors (see gradscope.stats.SAMPLING_NOTE).",
+        " Estimated on a sample for large tensors (see gradscope.measure.SAMPLING_NOTE).",
     ),
     StatDef("act_nonfinite", "activation", "1 if any output entry in the window was NaN or Inf, else 0."),
     StatDef("act_calls", "activation", "Training forward calls of the module in the window (reused modules count each call)."),

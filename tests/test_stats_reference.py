@@ -181,7 +181,7 @@ def test_dead_units_need_silence_over_every_batch_of_the_window():
 
 def test_sampled_statistics_of_large_tensors_are_close_to_exact():
     """Large tensors' counts, |g| sums and spread use every k-th slice: check the estimate."""
-    from gradscope.stats import ACTIVATION_SAMPLE, PARAMETER_SAMPLE
+    from gradscope.measure import ACTIVATION_SAMPLE, PARAMETER_SAMPLE
 
     torch.manual_seed(0)
     width = 512

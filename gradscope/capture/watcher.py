@@ -36,12 +36,13 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from .. import __version__
 from ..distributed import combiner_for, is_sharded, local_tensor, process_rank
 from ..errors import GradscopeError
-from ..model_tree import NONNEGATIVE, RELU_FAMILY, WatchedModule, saturation_counter, select_modules, unwrap
+from ..measure import PARAMETER_SAMPLE, SAMPLING_NOTE, StepAccumulator, StepValues, sample
+from ..model_tree import WatchedModule, saturation_counter, select_modules, unwrap
 from ..record import HookError, ModuleInfo, RunMeta, RunRecord
-from ..stats import PARAMETER_SAMPLE, SAMPLING_NOTE, StepAccumulator, StepValues, sample
+from ..statdefs import NONNEGATIVE, RELU_FAMILY
+from ..version import __version__
 
 
 def _inert_hook(*args: Any, **kwargs: Any) -> None:

@@ -339,12 +339,12 @@ def test_deepcopy_and_torch_save_of_a_watched_model():
 
 
 def test_an_error_inside_gradscope_is_recorded_not_raised(monkeypatch):
-    from gradscope import stats
+    from gradscope import measure
 
     def broken(self, *args, **kwargs):
         raise ValueError("synthetic failure in a statistic")
 
-    monkeypatch.setattr(stats.StepAccumulator, "add_activation", broken)
+    monkeypatch.setattr(measure.StepAccumulator, "add_activation", broken)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with gradscope.watch(model, optimizer=opt) as run:

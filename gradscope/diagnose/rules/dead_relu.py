@@ -12,7 +12,7 @@ from ...record import RunRecord
 from ..advice import activation_swap_snippet, batchnorm_snippet, code, feeding_layers, init_snippet, unnormalized_pairs
 from ..finding import Finding
 from ..numbers import name_list, percent
-from ...model_tree import RELU_FAMILY  # activations that are exactly 0 on a half-line: they can die
+from ...statdefs import RELU_FAMILY  # activations that are exactly 0 on a half-line: they can die
 from ..reading import activation_modules, smallest_of_last
 from ..rule import Rule
 

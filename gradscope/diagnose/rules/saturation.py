@@ -13,7 +13,7 @@ from ...record import RunRecord
 from ..advice import activation_swap_snippet, batchnorm_snippet, code, feeding_layers, init_snippet, unnormalized_pairs
 from ..finding import Finding
 from ..numbers import name_list, percent
-from ...model_tree import SATURATING
+from ...statdefs import SATURATING
 from ..reading import hidden_modules, median_of
 from ..rule import Rule
 

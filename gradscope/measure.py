@@ -1,28 +1,188 @@
-"""Device-side reductions and the once-per-step flush to the host.
+"""What gradscope measures, how each measurement folds, and the reductions that take it.
 
-Hooks hand tensors to a `StepAccumulator` while they are fresh (an activation inside its
-forward hook, before a following in-place op can overwrite it; a gradient at the optimizer
-step). Each tensor is reduced on its device to a few 0-d tensors that are queued, never
-read. At the end of a recorded step `flush()` stacks every queued value into one tensor,
-copies it to the host once, and turns the sums, counts and maxima into the statistics of
-`statdefs`. Keeping sums/counts/maxima (not ratios) until the flush is what lets several
-calls, micro-batches, steps of a window, or ranks be combined exactly.
+A statistic of `statdefs` is computed on the host from a few raw *measured kinds*: sums,
+counts, norms, maxima, read from tensors on their device while they are fresh (an activation
+inside its forward hook, before a following in-place op can overwrite it; a gradient at the
+optimizer step). Ratios are formed only at the end, which is what lets several calls,
+micro-batches, steps of a window and ranks be combined exactly. How each kind combines is
+written once, in `KINDS`: the `StepAccumulator` and `StepValues` fold a window with it, and
+`gradscope.distributed` combines ranks with it.
+
+A `StepAccumulator` reduces each tensor to 0-d tensors that are queued, never read. At the end
+of a recorded step `flush()` stacks every queued value into one tensor, copies it to the host
+once, and `StepValues` turns the folded values into statistics.
+
+A new statistic touches: its definition (`statdefs.STATS`), a row in `KINDS` for each new raw
+kind it needs, the line of the accumulator that takes it, and the line of `StepValues` that
+forms it. Ranks and windows need nothing more.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from .distributed import RankCombiner
-
 Value = Optional[float]
 _F32 = torch.float32
+
+
+class Fold(Enum):
+    """How values of one kind combine: across calls, micro-batches, steps of a window, ranks."""
+
+    SUM = "sum"
+    SUM_OF_SQUARES = "sum of squares"  # the value is a norm: its square adds up (kept squared)
+    MAX = "max"
+    MIN = "min"
+    FIRST = "first"  # the same value wherever it is read: one is kept
+    AGREED = "agreed"  # the same value everywhere, or undefined (a host counter: -1 / None)
+
+    def prepare(self, value: float) -> float:
+        return value * value if self is Fold.SUM_OF_SQUARES else value
+
+    def combine(self, folded: float, value: float) -> float:
+        """Fold one more (prepared) value into what was folded so far."""
+        if self is Fold.MAX:
+            return max(folded, value)
+        if self is Fold.MIN:
+            return min(folded, value)
+        if self is Fold.FIRST:
+            return folded
+        if self is Fold.AGREED:
+            return folded if folded == value else -1.0
+        return folded + value
+
+    def reduce(self, rows: torch.Tensor) -> torch.Tensor:
+        """Fold prepared values along dim 0 (one row per rank), column by column."""
+        if self is Fold.MAX:
+            return rows.max(0).values
+        if self is Fold.MIN:
+            return rows.min(0).values
+        if self is Fold.FIRST:
+            return rows[0]
+        if self is Fold.AGREED:
+            high, low = rows.max(0).values, rows.min(0).values
+            return torch.where(high == low, high, torch.full_like(high, -1.0))
+        return rows.sum(0)
+
+
+class Scope(Enum):
+    """What one measured value belongs to, which decides how ranks combine it."""
+
+    LAYER = "layer"  # a module's outputs or their gradients: each rank measured its own samples
+    PARAMETER = "parameter"  # a parameter at the step: ranks holding the same piece read the same values
+    STEP = "step"  # the whole step, the same on every rank
+    RANK = "rank"  # one value per rank, kept apart (the spread across ranks)
+
+
+@dataclass(frozen=True)
+class MeasuredKind:
+    name: str
+    scope: Scope
+    fold: Fold
+    meaning: str
+    # DDP and FSDP average the ranks' gradients, so each rank's measurement counts 1/world.
+    rank_averaged: bool = False
+
+    def across_ranks(self, replicas: int, world: int) -> tuple[Fold, float]:
+        """The fold over all ranks' (prepared) values, and the factor applied to its result.
+
+        `replicas`: how many ranks hold the same piece of the parameter (world for a replicated
+        DDP parameter, 1 for an FSDP2 shard); those ranks read the same values, counted once.
+        """
+        if self.scope is Scope.STEP or (self.scope is Scope.PARAMETER and replicas >= world):
+            return Fold.FIRST, 1.0
+        additive = self.fold in (Fold.SUM, Fold.SUM_OF_SQUARES)
+        if self.scope is Scope.PARAMETER:
+            return self.fold, 1.0 / replicas if additive else 1.0
+        if self.rank_averaged and additive:
+            return self.fold, 1.0 / (world * world) if self.fold is Fold.SUM_OF_SQUARES else 1.0 / world
+        return self.fold, 1.0
+
+
+_SAMPLED = "on the sample (see SAMPLING_NOTE)"
+KINDS: tuple[MeasuredKind, ...] = (
+    MeasuredKind("act_sum", Scope.LAYER, Fold.SUM, "sum of the output entries"),
+    MeasuredKind("act_sample_sum", Scope.LAYER, Fold.SUM, f"sum of the output entries {_SAMPLED}"),
+    MeasuredKind("act_norm", Scope.LAYER, Fold.SUM_OF_SQUARES, f"L2 norm of the output {_SAMPLED}"),
+    MeasuredKind("act_nonzero", Scope.LAYER, Fold.SUM, f"nonzero output entries {_SAMPLED}"),
+    MeasuredKind("act_saturated", Scope.LAYER, Fold.SUM, f"output entries in the flat region {_SAMPLED}"),
+    MeasuredKind("unit_activity", Scope.LAYER, Fold.SUM, "per unit: a value that is 0 exactly when the unit was"
+                 " silent (a vector; dead units are counted at the copy)"),
+    MeasuredKind("backprop_norm", Scope.LAYER, Fold.SUM_OF_SQUARES, "L2 norm of dLoss/d(output)", rank_averaged=True),
+    MeasuredKind("grad_norm", Scope.PARAMETER, Fold.SUM_OF_SQUARES, "L2 norm of the gradient"),
+    MeasuredKind("weight_norm", Scope.PARAMETER, Fold.SUM_OF_SQUARES, "L2 norm of the weights before the step"),
+    MeasuredKind("update_norm", Scope.PARAMETER, Fold.SUM_OF_SQUARES, f"L2 norm of the weight change {_SAMPLED}"),
+    MeasuredKind("grad_l1", Scope.PARAMETER, Fold.SUM, f"sum of |gradient| {_SAMPLED}"),
+    MeasuredKind("grad_nonzero", Scope.PARAMETER, Fold.SUM, f"nonzero gradient entries {_SAMPLED}"),
+    MeasuredKind("grad_high", Scope.PARAMETER, Fold.MAX, "largest gradient entry"),
+    MeasuredKind("grad_low", Scope.PARAMETER, Fold.MIN, "smallest gradient entry"),
+    MeasuredKind("loss_scale", Scope.STEP, Fold.FIRST, "GradScaler's loss scale of the step"),
+    MeasuredKind("rank_grad_norm", Scope.RANK, Fold.SUM_OF_SQUARES, "this rank's gradient norm before DDP averaged it"),
+)
+KINDS_BY_NAME: dict[str, MeasuredKind] = {k.name: k for k in KINDS}
+
+
+def _counter(across_ranks: Fold, default: Any = 0) -> Any:
+    return field(default=default, metadata={"across_ranks": across_ranks})
+
+
+@dataclass
+class LayerCounters:
+    """Host-side counters of one module's outputs since the last recorded step.
+
+    Within a process they are counted by the accumulator; across ranks each folds as its field
+    says. They travel between ranks as floats in field order (units None as -1).
+    """
+
+    calls: int = _counter(Fold.MAX)  # per rank, like a single process that trained on the whole batch
+    numel: int = _counter(Fold.SUM)
+    batch: int = _counter(Fold.SUM)
+    eval_calls: int = _counter(Fold.MAX)
+    sampled: int = _counter(Fold.SUM)  # entries in the samples behind sparsity, saturation and std
+    units: Optional[int] = _counter(Fold.AGREED)  # 0: not seen yet; None: no unit axis, or calls disagreed
+    saturating: bool = _counter(Fold.MAX, default=False)
+
+    def encode(self) -> list[float]:
+        return [-1.0 if value is None else float(value) for value in (getattr(self, f.name) for f in _LAYER_FIELDS)]
+
+    @classmethod
+    def decode(cls, values: list[float]) -> "LayerCounters":
+        counters = {f.name: int(v) for f, v in zip(_LAYER_FIELDS, values)}
+        counters["units"] = None if counters["units"] < 0 else counters["units"]
+        counters["saturating"] = bool(counters["saturating"])
+        return cls(**counters)
+
+    @classmethod
+    def combine_ranks(cls, rows: torch.Tensor) -> list["LayerCounters"]:
+        """rows: (ranks, layers, fields) of encoded counters -> each layer's counters over all ranks."""
+        columns = [f.metadata["across_ranks"].reduce(rows[..., i]) for i, f in enumerate(_LAYER_FIELDS)]
+        return [cls.decode(layer) for layer in torch.stack(columns, -1).tolist()]
+
+
+_LAYER_FIELDS = fields(LayerCounters)
+LAYER_COUNTER_WIDTH = len(_LAYER_FIELDS)
+
+
+@dataclass
+class ParamCounters:
+    """Sizes of one parameter's gradient (this rank's shard under FSDP2) and of its sample."""
+
+    numel: int
+    sampled: int
+
+
+class RankCombiner(Protocol):
+    """Combines every rank's measurements of a window (see gradscope.distributed)."""
+
+    def combine(self, measured: "Measurements") -> "StepValues": ...
+
+    def count_nonfinite(self, names: list[str], local_counts: torch.Tensor) -> list[float]: ...
+
 
 # Counting on a CPU (`count_nonzero`, comparisons, `abs`) costs 10-30x a fused sum or norm, so
 # counts and |g| sums of large tensors are taken on a sample: every k-th slice along the first
@@ -94,19 +254,6 @@ def count_nonzero_fast(t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class _LayerWindow:
-    """Host-side counters of one module's outputs since the last recorded step."""
-
-    calls: int = 0
-    numel: int = 0
-    batch: int = 0
-    eval_calls: int = 0
-    sampled: int = 0  # entries in the samples behind sparsity, saturation and std
-    units: Optional[int] = 0  # 0: not seen yet; None: no unit axis, or calls disagreed on it
-    saturating: bool = False
-
-
-@dataclass
 class StepAccumulator:
     """Everything measured since the last recorded step, still on the device."""
 
@@ -114,14 +261,14 @@ class StepAccumulator:
     queued_keys: list[tuple[str, str]] = field(default_factory=list)
     queued: list[torch.Tensor] = field(default_factory=list)
     per_unit: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
-    layers: dict[str, _LayerWindow] = field(default_factory=lambda: defaultdict(_LayerWindow))
-    param_numel: dict[str, int] = field(default_factory=dict)
-    param_sampled: dict[str, int] = field(default_factory=dict)  # entries in the |g| / zero samples
+    layers: dict[str, LayerCounters] = field(default_factory=lambda: defaultdict(LayerCounters))
+    params: dict[str, ParamCounters] = field(default_factory=dict)
     params_with_grad: list[str] = field(default_factory=list)
     # tensors needed for the follow-up count of non-finite gradient entries (rare path)
     grads_for_nonfinite: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def queue(self, kind: str, name: str, value: torch.Tensor) -> None:
+        """A 0-d device tensor measuring `kind` (a row of KINDS) of the layer or parameter `name`."""
         self.queued_keys.append((kind, name))
         self.queued.append(value)
 
@@ -176,7 +323,7 @@ class StepAccumulator:
         peak = per_unit_sum(out, unit_dim) if nonnegative else per_unit_peak(out, unit_dim)
         self._track_units(name, window, peak)
 
-    def _track_units(self, name: str, window: _LayerWindow, peak: torch.Tensor) -> None:
+    def _track_units(self, name: str, window: LayerCounters, peak: torch.Tensor) -> None:
         units = peak.numel()
         if window.units == 0:
             window.units = units
@@ -202,9 +349,8 @@ class StepAccumulator:
         self.params_with_grad.extend(names)
         samples = []
         for n, g in zip(names, grads):
-            self.param_numel[n] = g.numel()
             part = sample(g, PARAMETER_SAMPLE)
-            self.param_sampled[n] = part.numel()
+            self.params[n] = ParamCounters(numel=g.numel(), sampled=part.numel())
             samples.append(part)
         for kind, values in (
             ("grad_norm", torch._foreach_norm(grads, 2, dtype=_F32)),
@@ -248,23 +394,22 @@ class StepAccumulator:
         if self.queued:
             keys.extend(self.queued_keys)
             chunks.append(_stack(self.queued))
-        unit_peaks = {}
+        unit_activity = {}
         for name, peaks in self.per_unit.items():
             if self.layers[name].units is None or not peaks:
                 continue
             # peak |output| per unit summed over calls: 0 exactly for units that were always 0
-            unit_peaks[name] = peaks[0] if len(peaks) == 1 else torch.stack(peaks).sum(0)
+            unit_activity[name] = peaks[0] if len(peaks) == 1 else torch.stack(peaks).sum(0)
         return Measurements(
             keys=keys,
             chunks=chunks,
-            unit_peaks=unit_peaks,
+            unit_activity=unit_activity,
             layers=dict(self.layers),
-            param_numel=dict(self.param_numel),
-            param_sampled=dict(self.param_sampled),
+            params=dict(self.params),
             params_with_grad=list(self.params_with_grad),
         )
 
-    def flush(self, ranks: Optional["RankCombiner"] = None) -> "StepValues":
+    def flush(self, ranks: Optional[RankCombiner] = None) -> "StepValues":
         """One device-to-host copy for everything measured in the window; with `ranks`, one
         collective that combines every rank's measurements into those of the global batch."""
         measured = self.measurements()
@@ -272,10 +417,10 @@ class StepAccumulator:
         self._count_nonfinite(values, ranks)
         return values
 
-    def _count_nonfinite(self, values: "StepValues", ranks: Optional["RankCombiner"] = None) -> None:
+    def _count_nonfinite(self, values: "StepValues", ranks: Optional[RankCombiner] = None) -> None:
         # Rare path, only on steps whose gradient norm is NaN/Inf: count the bad entries exactly.
         # Under DDP/FSDP every rank sees the same combined norms, so all of them take this path.
-        bad = [n for n in values.params_with_grad if not math.isfinite(values.sums["grad_norm"].get(n, 0.0))]
+        bad = [n for n in values.params_with_grad if not math.isfinite(values.folded["grad_norm"].get(n, 0.0))]
         if not bad or (ranks is None and not self.grads_for_nonfinite):
             return
         local = [self.grads_for_nonfinite.get(n) for n in bad]
@@ -293,47 +438,51 @@ class Measurements:
     """One window as measured by this process: queued values still on the device, host counters."""
 
     keys: list[tuple[str, str]]  # (kind, name) of each entry of `chunks`, in order
-    chunks: list[torch.Tensor]  # 1-d float64 device tensors
-    unit_peaks: dict[str, torch.Tensor]  # per-unit sums of peaks (act_dead_frac)
-    layers: dict[str, _LayerWindow]
-    param_numel: dict[str, int]
-    param_sampled: dict[str, int]
+    chunks: list[torch.Tensor]  # 1-d device tensors
+    unit_activity: dict[str, torch.Tensor]  # per layer, summed over calls: 0 for a unit that was always 0
+    layers: dict[str, LayerCounters]
+    params: dict[str, ParamCounters]
     params_with_grad: list[str]
 
     def to_host(self) -> "StepValues":
         keys = list(self.keys)
         chunks = list(self.chunks)
-        for name, total in self.unit_peaks.items():
-            keys.append(("act_dead", name))  # counted on the device: only the count is copied
-            chunks.append((total == 0).sum().reshape(1))
-        values = StepValues(
-            layers=self.layers,
-            param_numel=self.param_numel,
-            param_sampled=self.param_sampled,
-            params_with_grad=self.params_with_grad,
-        )
+        for name, activity in self.unit_activity.items():
+            keys.append(("dead_units", name))  # counted on the device: only the count is copied
+            chunks.append((activity == 0).sum().reshape(1))
+        values = StepValues(layers=self.layers, params=self.params, params_with_grad=self.params_with_grad)
         for (kind, name), value in zip(keys, _to_host(chunks)):
-            values.add(kind, name, value)
+            if kind == "dead_units":
+                values.folded[kind][name] = value
+            else:
+                values.add(kind, name, KINDS_BY_NAME[kind].fold.prepare(value))
         return values
 
 
 @dataclass
 class StepValues:
-    """The host copy of one window: raw sums/counts/maxima keyed by kind and name."""
+    """The host copy of one window: each measured kind folded per name (norms kept squared)."""
 
-    sums: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    layers: dict[str, _LayerWindow] = field(default_factory=dict)
-    param_numel: dict[str, int] = field(default_factory=dict)
-    param_sampled: dict[str, int] = field(default_factory=dict)
+    folded: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    layers: dict[str, LayerCounters] = field(default_factory=dict)
+    params: dict[str, ParamCounters] = field(default_factory=dict)
     params_with_grad: list[str] = field(default_factory=list)
     nonfinite: dict[str, float] = field(default_factory=dict)
-    rank_grad_norms: list[float] = field(default_factory=list)  # DDP: each rank's pre-average norm
+    per_rank: dict[str, list[float]] = field(default_factory=dict)  # Scope.RANK kinds, one value per rank
 
-    def add(self, kind: str, name: str, value: float) -> None:
-        if kind in ("act_norm", "backprop_norm"):
-            self.sums[kind][name] = self.sums[kind].get(name, 0.0) + value * value
-        else:
-            self.sums[kind][name] = self.sums[kind].get(name, 0.0) + value
+    def add(self, kind: str, name: str, prepared: float) -> None:
+        """Fold one more (prepared: squared for norms) value of `kind` into the window."""
+        measured = KINDS_BY_NAME[kind]
+        if measured.scope is Scope.RANK:
+            self.per_rank[kind] = [prepared]
+            return
+        folded = self.folded[kind]
+        folded[name] = measured.fold.combine(folded[name], prepared) if name in folded else prepared
+
+    @property
+    def rank_grad_norms(self) -> list[float]:
+        """DDP: each rank's gradient norm before averaging."""
+        return [math.sqrt(v) for v in self.per_rank.get("rank_grad_norm", [])]
 
     # ---- statistics ---------------------------------------------------------------------------
     def activation_stats(self, name: str) -> dict[str, Value]:
@@ -344,7 +493,8 @@ class StepValues:
         if window.calls == 0:
             return stats
         n = window.numel
-        total = self.sums["act_sum"].get(name)
+        f = self.folded
+        total = f["act_sum"].get(name)
         stats["act_calls"] = float(window.calls)
         stats["act_batch"] = window.batch / window.calls
         if n == 0 or total is None:
@@ -353,49 +503,49 @@ class StepValues:
         sampled = window.sampled
         # The spread is the sample's own (population) variance: using the exact mean with a
         # sampled mean square would cancel badly when the mean is large against the spread.
-        sample_mean = self.sums["act_sample_sum"][name] / sampled
-        sample_mean_square = self.sums["act_norm"][name] / sampled
+        sample_mean = f["act_sample_sum"][name] / sampled
+        sample_mean_square = f["act_norm"][name] / sampled
         finite = math.isfinite(total) and math.isfinite(sample_mean_square)
-        stats["act_sparsity"] = 1.0 - self.sums["act_nonzero"][name] / sampled
+        stats["act_sparsity"] = 1.0 - f["act_nonzero"][name] / sampled
         stats["act_mean"] = mean
         stats["act_std"] = math.sqrt(max(sample_mean_square - sample_mean**2, 0.0)) if finite else math.nan
         stats["act_nonfinite"] = 0.0 if finite else 1.0
         if window.saturating:
-            stats["act_saturation"] = self.sums["act_saturated"][name] / sampled
-        dead = self.sums["act_dead"].get(name)
+            stats["act_saturation"] = f["act_saturated"][name] / sampled
+        dead = f["dead_units"].get(name)
         if dead is not None and window.units:
             stats["act_dead_frac"] = dead / window.units
         return stats
 
     def backprop_stats(self, name: str) -> dict[str, Value]:
-        squares = self.sums["backprop_norm"].get(name)
+        squares = self.folded["backprop_norm"].get(name)
         if squares is None:
             return {}
-        scale = self.sums["loss_scale"].get("", 1.0)  # GradScaler's factor, when the Watcher knows it
+        scale = self.folded["loss_scale"].get("", 1.0)  # GradScaler's factor, when the Watcher knows it
         return {"backprop_norm": math.sqrt(squares) / scale}
 
     def gradient_stats(self, param_names: list[str]) -> dict[str, Value]:
         """Statistics over the given parameters together (one parameter, or a module's)."""
-        names = [n for n in param_names if n in self.sums["grad_norm"]]
+        f = self.folded
+        names = [n for n in param_names if n in f["grad_norm"]]
         if not names:
             return {}
-        s = self.sums
-        numel = sum(self.param_numel[n] for n in names)
-        grad_sq = sum(s["grad_norm"][n] ** 2 for n in names)
-        weight_sq = sum(s["weight_norm"][n] ** 2 for n in names)
+        numel = sum(self.params[n].numel for n in names)
+        grad_sq = sum(f["grad_norm"][n] for n in names)
+        weight_sq = sum(f["weight_norm"][n] for n in names)
         # Sampled sums are scaled up to the whole parameter before parameters are combined.
-        scale = {n: self.param_numel[n] / self.param_sampled[n] for n in names}
+        scale = {n: self.params[n].numel / self.params[n].sampled for n in names}
         stats: dict[str, Value] = {
             "grad_norm": math.sqrt(grad_sq),
             "grad_rms": math.sqrt(grad_sq / numel) if numel else None,
-            "grad_mean_abs": sum(s["grad_l1"][n] * scale[n] for n in names) / numel if numel else None,
-            "grad_max": max(max(s["grad_high"][n], -s["grad_low"][n]) for n in names),
+            "grad_mean_abs": sum(f["grad_l1"][n] * scale[n] for n in names) / numel if numel else None,
+            "grad_max": max(max(f["grad_high"][n], -f["grad_low"][n]) for n in names),
             "grad_nonfinite": sum(self.nonfinite.get(n, 0.0) for n in names),
-            "grad_zero_frac": 1.0 - sum(s["grad_nonzero"][n] * scale[n] for n in names) / numel if numel else None,
+            "grad_zero_frac": 1.0 - sum(f["grad_nonzero"][n] * scale[n] for n in names) / numel if numel else None,
             "weight_norm": math.sqrt(weight_sq),
         }
-        if all(n in s["update_norm"] for n in names):
-            update_sq = sum(s["update_norm"][n] ** 2 * scale[n] for n in names)
+        if all(n in f["update_norm"] for n in names):
+            update_sq = sum(f["update_norm"][n] * scale[n] for n in names)
             stats["update_ratio"] = math.sqrt(update_sq) / math.sqrt(weight_sq) if weight_sq > 0 else None
         return stats
 

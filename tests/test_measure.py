@@ -1,0 +1,107 @@
+"""The table of measured kinds: every queued value is one of its rows, and the folds it names
+are the ones windows and ranks use."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+import pytest
+import torch
+from torch import nn
+
+from gradscope.measure import (
+    KINDS,
+    KINDS_BY_NAME,
+    LAYER_COUNTER_WIDTH,
+    Fold,
+    LayerCounters,
+    Scope,
+    StepAccumulator,
+)
+from gradscope.model_tree import saturation_counter
+
+
+def test_every_value_a_step_queues_is_a_row_of_the_table() -> None:
+    layer = nn.Linear(6, 5)
+    out = torch.sigmoid(layer(torch.randn(4, 6)))
+    out.sum().backward()
+    accumulator = StepAccumulator()
+    accumulator.add_activation("act", out, 1, saturation_counter(nn.Sigmoid(), "sigmoid"), nonnegative=True)
+    accumulator.add_backprop("act", torch.ones_like(out))
+    named = [(n, p.grad) for n, p in layer.named_parameters()]
+    accumulator.add_gradients(named, list(layer.parameters()))
+    accumulator.add_updates([n for n, _ in named], [g for _, g in named])
+    accumulator.add_local_gradient_norm([g.norm() for _, g in named])
+    accumulator.queue("loss_scale", "", torch.tensor(2.0**16))
+    measured = accumulator.measurements()
+    queued = {kind for kind, _ in measured.keys}
+    assert queued <= set(KINDS_BY_NAME), queued - set(KINDS_BY_NAME)
+    assert queued == set(KINDS_BY_NAME) - {"unit_activity"}  # the one vector kind travels apart
+    assert set(measured.unit_activity) == {"act"}
+    values = measured.to_host()
+    # norms are kept squared: the folded grad_norm is the sum of squares of the gradient
+    assert values.folded["grad_norm"]["weight"] == pytest.approx(float(layer.weight.grad.pow(2).sum()), rel=1e-5)
+    assert values.rank_grad_norms[0] == pytest.approx(
+        math.sqrt(sum(float(p.grad.pow(2).sum()) for p in layer.parameters())), rel=1e-5
+    )
+
+
+def test_a_window_folds_each_kind_as_the_table_says() -> None:
+    accumulator = StepAccumulator()
+    for value in (3.0, 4.0):
+        accumulator.add_backprop("a", torch.full((1,), value))  # norms 3 and 4: squares add to 25
+        accumulator.queue("act_sum", "a", torch.tensor(value))
+        accumulator.queue("grad_high", "p", torch.tensor(value))
+        accumulator.queue("grad_low", "p", torch.tensor(value))
+        accumulator.queue("loss_scale", "", torch.tensor(value))
+    folded = accumulator.measurements().to_host().folded
+    assert folded["backprop_norm"]["a"] == 25.0
+    assert folded["act_sum"]["a"] == 7.0
+    assert folded["grad_high"]["p"] == 4.0 and folded["grad_low"]["p"] == 3.0
+    assert folded["loss_scale"][""] == 3.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "replicas", "rule"),
+    [
+        ("act_sum", 4, (Fold.SUM, 1.0)),  # each rank measured its own samples
+        ("act_norm", 4, (Fold.SUM_OF_SQUARES, 1.0)),
+        ("backprop_norm", 4, (Fold.SUM_OF_SQUARES, 1 / 16)),  # of the rank-averaged loss
+        ("grad_norm", 4, (Fold.FIRST, 1.0)),  # replicated (DDP): every rank read the same values
+        ("grad_norm", 1, (Fold.SUM_OF_SQUARES, 1.0)),  # FSDP2 shards
+        ("grad_l1", 2, (Fold.SUM, 0.5)),  # HSDP: each shard held by two ranks
+        ("grad_high", 2, (Fold.MAX, 1.0)),
+        ("grad_low", 1, (Fold.MIN, 1.0)),
+        ("loss_scale", 1, (Fold.FIRST, 1.0)),
+    ],
+)
+def test_ranks_combine_by_scope_and_fold(kind: str, replicas: int, rule: tuple[Fold, float]) -> None:
+    assert KINDS_BY_NAME[kind].across_ranks(replicas, world=4) == rule
+
+
+def test_folds_of_a_window_and_of_ranks_agree() -> None:
+    rows = torch.tensor([[3.0, -1.0], [5.0, 2.0], [4.0, 2.0]], dtype=torch.float64)
+    for fold in Fold:
+        folded = rows[0].tolist()
+        for row in rows[1:].tolist():
+            folded = [fold.combine(a, b) for a, b in zip(folded, row)]
+        assert fold.reduce(rows).tolist() == folded, fold
+
+
+def test_layer_counters_travel_in_field_order_and_fold_per_field() -> None:
+    assert LAYER_COUNTER_WIDTH == len(fields(LayerCounters))
+    a = LayerCounters(calls=2, numel=60, batch=6, eval_calls=1, sampled=60, units=5, saturating=True)
+    b = LayerCounters(calls=2, numel=40, batch=4, eval_calls=0, sampled=40, units=5, saturating=False)
+    assert LayerCounters.decode(a.encode()) == a
+    assert LayerCounters.decode(LayerCounters(units=None).encode()).units is None
+    combined = LayerCounters.combine_ranks(torch.tensor([[a.encode()], [b.encode()]], dtype=torch.float64))[0]
+    assert combined == LayerCounters(calls=2, numel=100, batch=10, eval_calls=1, sampled=100, units=5, saturating=True)
+    b.units = 7  # the ranks saw different widths: dead units are undefined
+    assert LayerCounters.combine_ranks(torch.tensor([[a.encode()], [b.encode()]], dtype=torch.float64))[0].units is None
+
+
+def test_every_row_is_complete() -> None:
+    assert len(KINDS_BY_NAME) == len(KINDS)
+    for kind in KINDS:
+        assert kind.meaning and isinstance(kind.scope, Scope) and isinstance(kind.fold, Fold)
