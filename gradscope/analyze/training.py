@@ -83,10 +83,35 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class TrainingChanges:
+    """What a variant of the analyze run changes, at the three places a training recipe can change.
+
+    The plain run uses this base class, which changes nothing. A fix trial (gradscope.fixes)
+    overrides the hooks to rewrite the model, adjust the optimizer, or act between backward()
+    and step(), so a trial trains with exactly the loop, batches and settings of the run it
+    is compared with.
+    """
+
+    def edit_model(self, model: nn.Module) -> nn.Module:
+        """Called once on the freshly built model (on the CPU, before `.to(device)`)."""
+        return model
+
+    def edit_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Called once on the optimizer, created after `edit_model` so it sees any new parameters."""
+        return optimizer
+
+    def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called every step between `loss.backward()` and `optimizer.step()`."""
+
+
+NO_CHANGES = TrainingChanges()
+
+
 def analyze_file(
     path: str | os.PathLike[str],
     config: Optional[AnalyzeConfig] = None,
     progress: Optional[Progress] = None,
+    changes: TrainingChanges = NO_CHANGES,
 ) -> RunRecord:
     """Load the model file, train it `config.steps` steps under `gradscope.watch`, return the record.
 
@@ -95,14 +120,30 @@ def analyze_file(
     """
     config = config or AnalyzeConfig()
     config.validate()
-    device = resolve_device(config.device)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)  # before loading: a module-level `model` is built while the file runs
     model_file = load_model_file(path)
-    model = model_file.instantiate().to(device)
+    return train_model_file(model_file, config, progress, changes)
+
+
+def train_model_file(
+    model_file: ModelFile,
+    config: AnalyzeConfig,
+    progress: Optional[Progress] = None,
+    changes: TrainingChanges = NO_CHANGES,
+) -> RunRecord:
+    """Train an already loaded model file as `analyze_file` does. The caller seeds (`seed_everything`)."""
+    config.validate()
+    device = resolve_device(config.device)
+    model = model_file.instantiate()
+    # Batches are planned from the model as built, so a variant trains on exactly the same inputs.
+    source = BatchSource(model_file, model, config.batch_size, config.seed, device, config.input_shape)
+    with torch.random.fork_rng(devices=[]):  # an edit's own draws (a re-init) must not shift make_batch's or dropout's
+        model = changes.edit_model(model)
+    model = model.to(device)
     model.train()
     notes: list[str] = []
     optimizer, optimizer_label = _make_optimizer(model_file, model, config, notes)
-    source = BatchSource(model_file, model, config.batch_size, config.seed, device, config.input_shape)
+    optimizer = changes.edit_optimizer(model, optimizer)
     loss_fn, loss_name = make_loss(model_file)
     notes.append(f"gradscope analyze trained on {source.describe()}.")
     if source.kind == "synthetic":
@@ -116,6 +157,7 @@ def analyze_file(
             loss = check_loss(loss_fn(outputs, targets), loss_name, step)
             with user_code(f"The backward pass at step {step}", model_file.path):
                 loss.backward()
+            changes.before_step(model, optimizer)
             with user_code(f"optimizer.step() at step {step}", model_file.path):
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -132,7 +174,8 @@ def analyze_file(
     return record
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python, torch (every device) and numpy: what makes two runs with one seed identical."""
     random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     try:
