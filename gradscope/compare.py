@@ -12,19 +12,21 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from tabulate import tabulate
 
+from .decay import first_last_ratio
 from .diagnose import Diagnosis, Finding
+from .number_format import compact, percent
 from .record import ModuleInfo, RunRecord
 
 # (statistic, column heading, format): the four numbers that show gradient flow at a glance.
-COMPARED_STATS: tuple[tuple[str, str, str], ...] = (
-    ("grad_rms", "grad RMS", "sci"),
-    ("backprop_norm", "backprop signal", "sci"),
-    ("act_dead_frac", "dead", "pct"),
-    ("act_saturation", "saturation", "pct"),
+COMPARED_STATS: tuple[tuple[str, str, Callable[[Optional[float]], str]], ...] = (
+    ("grad_rms", "grad RMS", compact),
+    ("backprop_norm", "backprop signal", compact),
+    ("act_dead_frac", "dead", percent),
+    ("act_saturation", "saturation", percent),
 )
 
 
@@ -91,9 +93,7 @@ def signal_ratio(record: RunRecord) -> Optional[float]:
     """Backprop signal at the first layer over that at the last (forward order): 1 is no decay."""
     values = [record.last("backprop_norm", m.name) for m in record.modules if m.name in record.layer_stats]
     values = [v for v in values if v is not None and math.isfinite(v)]
-    if len(values) < 2 or values[-1] == 0:
-        return None
-    return values[0] / values[-1]
+    return first_last_ratio(values) if len(values) >= 2 else None
 
 
 def render_comparison(comparison: Comparison) -> str:
@@ -103,9 +103,9 @@ def render_comparison(comparison: Comparison) -> str:
     table = []
     for row in comparison.rows:
         cells = [_layer_cell(row.a), _layer_cell(row.b)]
-        for stat, _, style in COMPARED_STATS:
+        for stat, _, spell in COMPARED_STATS:
             va, vb = row.values[stat]
-            cells.append("" if va is None and vb is None else f"{_fmt(va, style)} -> {_fmt(vb, style)}")
+            cells.append("" if va is None and vb is None else f"{spell(va)} -> {spell(vb)}")
         table.append(cells)
     lines = [
         f"Comparing {a} and {b} (last recorded step of each; '-' = not measured for that layer)",
@@ -113,7 +113,7 @@ def render_comparison(comparison: Comparison) -> str:
         tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True),
         "",
         "Backprop signal at the first layer / at the last layer (1 = no decay): "
-        f"{_fmt(comparison.signal_ratios[0], 'sci')} in {a} -> {_fmt(comparison.signal_ratios[1], 'sci')} in {b}",
+        f"{compact(comparison.signal_ratios[0])} in {a} -> {compact(comparison.signal_ratios[1])} in {b}",
         "",
     ]
     lines += _finding_section(f"Fixed (found in {a}, not in {b})", comparison.fixed)
@@ -154,13 +154,3 @@ def _layer_cell(module: Optional[ModuleInfo]) -> str:
     if len(name) > 24:
         name = "..." + name[-21:]
     return f"{name} {module.type}"
-
-
-def _fmt(value: Optional[float], style: str) -> str:
-    if value is None:
-        return "-"
-    if not math.isfinite(value):
-        return str(value)
-    if style == "pct":
-        return f"{100 * value:.0f}%"
-    return f"{value:.1e}"

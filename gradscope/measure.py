@@ -27,7 +27,8 @@ from typing import Any, Callable, Optional, Protocol
 
 import torch
 
-Value = Optional[float]
+from .record import Value
+
 _F32 = torch.float32
 
 

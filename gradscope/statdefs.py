@@ -102,7 +102,6 @@ STATS: tuple[StatDef, ...] = (
 )
 
 STAT_NAMES: tuple[str, ...] = tuple(s.name for s in STATS)
-PARAM_STAT_NAMES: tuple[str, ...] = tuple(s.name for s in STATS if s.per_param)
 GRADIENT_STAT_NAMES: tuple[str, ...] = tuple(s.name for s in STATS if s.source in ("gradient", "weight", "update"))
 ACTIVATION_STAT_NAMES: tuple[str, ...] = tuple(s.name for s in STATS if s.source == "activation")
 STATS_BY_NAME: dict[str, StatDef] = {s.name: s for s in STATS}

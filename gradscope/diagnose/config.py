@@ -35,9 +35,6 @@ class Config:
             raise ConfigError(f"The config has no section {name!r}. Sections: {', '.join(self.sections)}.")
         return dict(self.sections[name])
 
-    def get(self, section: str, key: str) -> Any:
-        return self.section(section)[key]
-
     def merged(self, overrides: Mapping[str, Any], source: str = "overrides") -> "Config":
         """A new Config with `overrides` ({section: {key: value}}) applied and checked."""
         sections = {name: dict(values) for name, values in self.sections.items()}
@@ -64,7 +61,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"Config file {str(path)!r} does not exist. Check the path, or leave --config out to use the defaults."
+            f"Config file {str(path)!r} does not exist. Check the path, or leave `config` out to use the defaults."
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read config file {str(path)!r}: {exc}.") from None

@@ -6,11 +6,9 @@ from typing import Sequence
 
 from ..record import RunRecord
 from .config import Config
-from .finding import Diagnosis, Finding, severity_rank
+from .finding import SKIPPED, Diagnosis, Finding, severity_rank
 from .reading import has_scalar, has_stat
 from .rule import Need, Rule
-
-SKIPPED = "rule-skipped"  # the code of "this rule could not run on this record" notes
 
 # How each statistic gets into a record, for the "skipped" findings.
 _HOW_TO_RECORD = {

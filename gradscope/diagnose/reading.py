@@ -83,23 +83,6 @@ def hidden_modules(record: RunRecord) -> list[ModuleInfo]:
     return record.modules[: owning[-1]] if owning else list(record.modules)
 
 
-def fit_decay(values: list[float]) -> float:
-    """Per-layer factor from the output side towards the input: exp(least-squares slope of
-    log(value) against the layer's distance from the output).
-
-    `values` are in forward order. 0.25 means each layer, going backwards, has on average a
-    quarter of the value of the layer after it (vanishing); 4 means four times (exploding).
-    Needs at least two positive values.
-    """
-    logs = [math.log(v) for v in reversed(values)]  # index 0 = the layer nearest the output
-    n = len(logs)
-    mean_x = (n - 1) / 2
-    mean_y = sum(logs) / n
-    sxx = sum((i - mean_x) ** 2 for i in range(n))
-    sxy = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(logs))
-    return math.exp(sxy / sxx)
-
-
 def module_expr(name: str, root: str = "model") -> str:
     """Python code reaching a module from the model: "layers.0.fc" -> "model.layers[0].fc"."""
     code = root

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from string import Template
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Sequence, Union
+
+from ..number_format import HTML, format_number
 
 
 class Markup(str):
@@ -67,23 +69,6 @@ def inline_code(text: str) -> Markup:
     if len(parts) < 3 or len(parts) % 2 == 0:  # no pair, or an unmatched backtick: plain text
         return escape(text)
     return Markup("".join(element("code", p) if i % 2 else escape(p) for i, p in enumerate(parts)))
-
-
-def format_number(value: Optional[float]) -> str:
-    """Short, readable numbers: 4 significant digits, scientific notation when tiny or huge."""
-    if value is None:
-        return "\u2014"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Inf" if value > 0 else "-Inf"
-    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-        return f"{value:.3e}"
-    return f"{value:.4g}"
 
 
 def data_uri(png: bytes) -> str:
@@ -171,11 +156,11 @@ class Table:
     def _cell(value: Cell, numeric: bool) -> Markup:
         if numeric:
             key = "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
-            return element("td", format_number(value), class_="num", data_sort=key)
+            return element("td", format_number(value, HTML), class_="num", data_sort=key)
         if value is None:
             return element("td", "\u2014", class_="none")
         if isinstance(value, (int, float, bool)):
-            return element("td", format_number(value))
+            return element("td", format_number(value, HTML))
         return element("td", value)
 
 

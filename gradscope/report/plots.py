@@ -25,7 +25,11 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from ..diagnose.finding import Diagnosis, Finding
+from ..diagnose.rules.exploding import ExplodingGradients
+from ..diagnose.rules.overfitting import Overfitting
+from ..diagnose.rules.vanishing import VanishingGradients
 from ..io import write_into_folder
+from ..number_format import HTML, format_number
 from ..record import RunRecord
 from .series import (
     SUMMARY_DESCRIPTION,
@@ -41,8 +45,8 @@ DPI = 100
 MAX_TICK_LABELS = 40  # beyond this, label every k-th layer so labels never overlap
 LABEL_CHARS = 28
 UPDATE_RATIO_GUIDE = 1e-3
-# Findings whose layers the gradient-flow figure shades: any code naming vanishing or exploding gradients.
-HIGHLIGHT_WORDS = ("vanish", "explod")
+# Findings whose layers the gradient-flow figure shades.
+HIGHLIGHT_CODES = (VanishingGradients.code, ExplodingGradients.code)
 
 _STYLE = {
     "font.size": 9,
@@ -259,7 +263,7 @@ def _flow_points(record: RunRecord) -> list[_FlowPoint]:
 def _highlight_findings(diagnosis: Optional[Diagnosis]) -> list[Finding]:
     if diagnosis is None:
         return []
-    return [f for f in diagnosis if f.layers and any(w in f.code for w in HIGHLIGHT_WORDS)]
+    return [f for f in diagnosis if f.layers and f.code in HIGHLIGHT_CODES]
 
 
 def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
@@ -461,11 +465,11 @@ def _draw_loss(figure: Figure, record: RunRecord, diagnosis: Optional[Diagnosis]
         ax.plot([s for s, _ in keep], [v for _, v in keep], label=name, marker=marker, ms=3, **style)
     if min(everything) > 0 and max(everything) / min(everything) > 50:
         ax.set_yscale("log")
-    overfitting = diagnosis is not None and "overfitting" in diagnosis.codes()
+    overfitting = diagnosis is not None and Overfitting.code in diagnosis.codes()
     val = next((keep for name, keep, _ in curves if name == "val_loss"), None)
     if overfitting and val:
         best_step, best = min(val, key=lambda pair: pair[1])
-        ax.axvline(best_step, color="#d62728", ls=":", lw=1.2, label=f"best val_loss {best:.4g} at step {best_step}")
+        ax.axvline(best_step, color="#d62728", ls=":", lw=1.2, label=f"best val_loss {format_number(best, HTML)} at step {best_step}")
         ax.plot([best_step], [best], "*", color="#d62728", ms=12)
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (as logged with run.log)")

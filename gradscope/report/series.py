@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
-from ..record import RunRecord
-
-Value = Optional[float]
+from ..record import RunRecord, Value
 
 SUMMARY_DESCRIPTION = "median over the recorded steps"
 

@@ -10,8 +10,8 @@ from typing import Any, Callable, Optional
 
 from tabulate import tabulate
 
-from ..diagnose.finding import SEVERITIES, Diagnosis, Finding
-from ..diagnose.numbers import compact, percent
+from ..diagnose.finding import SEVERITIES, SKIPPED, Diagnosis, Finding
+from ..number_format import compact, percent
 from ..record import RunRecord
 
 # (header, statistic, formatter): the last recorded value of each. Two-line headers keep the
@@ -83,8 +83,8 @@ def _findings(diagnosis: Diagnosis, width: int) -> str:
     counts = [_count(sum(f.severity == s for f in findings), s) for s in reversed(SEVERITIES)]
     blocks = ["Findings: " + ", ".join(counts)]
     for severity in reversed(SEVERITIES):
-        group = [f for f in findings if f.severity == severity and f.code != "rule-skipped"]
-        skipped = [f for f in findings if f.severity == severity and f.code == "rule-skipped"]
+        group = [f for f in findings if f.severity == severity and f.code != SKIPPED]
+        skipped = [f for f in findings if f.severity == severity and f.code == SKIPPED]
         if group:
             blocks.append(f"{severity.upper()} ({len(group)})")
             blocks.extend(_finding(f, width) for f in group)

@@ -8,17 +8,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
-import numpy as np
-
+from ..decay import decay_per_layer, first_last_ratio
 from ..io import from_json_value, to_json_value
-from ..record import RunRecord
+from ..record import RunRecord, Value
 from .config import SweepConfig
-
-Value = Optional[float]
 
 
 @dataclass
@@ -69,33 +65,8 @@ class ConfigSummary:
         return cls(**data)
 
 
-def fit_decay_factor(signal: Sequence[Value]) -> Value:
-    """Per-layer factor by which the backprop signal shrinks going one layer towards the input.
-
-    Least-squares line through log(signal_l) against the layer index counted from the output
-    (the last hidden layer is 0, the first is depth-1); the factor is exp(slope). 0.25 means
-    every layer passes on a quarter of the signal it receives; 1 means no decay. Layers whose
-    signal is exactly 0 are left out: in a deep sigmoid stack the first layers' gradients
-    underflow float32 (about 1e-38), and the layers still measurable carry the trend. None
-    with fewer than two measurable layers, or when any value is missing or not finite.
-    """
-    values = list(signal)
-    if any(v is None or not math.isfinite(v) for v in values):
-        return None
-    steps_from_output = np.arange(len(values))[::-1]
-    keep = np.asarray(values, dtype=float) > 0
-    if keep.sum() < 2:
-        return None
-    log_signal = np.log(np.asarray(values, dtype=float)[keep])
-    slope = np.polyfit(steps_from_output[keep], log_signal, 1)[0]
-    return float(math.exp(slope))
-
-
-def first_last_ratio(signal: Sequence[Value]) -> Value:
-    """Backprop signal at the first hidden layer over that at the last (tiny: vanishing)."""
-    if not signal or signal[0] is None or signal[-1] is None or signal[-1] == 0:
-        return None
-    return float(signal[0] / signal[-1])
+# The sweep's name for it since its first release; how the sweep's use differs from the diagnosis's: see decay.py.
+fit_decay_factor = decay_per_layer
 
 
 def summarize(

@@ -44,11 +44,11 @@ def test_every_key_in_the_shipped_yaml_is_commented():
 
 def test_defaults_and_merge():
     defaults = load_config()
-    assert isinstance(defaults, Config) and defaults.get("dead_relu", "warn_fraction") == 0.4
+    assert isinstance(defaults, Config) and defaults.section("dead_relu")["warn_fraction"] == 0.4
     merged = defaults.merged({"dead_relu": {"warn_fraction": 1}})
-    assert merged.get("dead_relu", "warn_fraction") == 1.0 and isinstance(merged.get("dead_relu", "warn_fraction"), float)
-    assert merged.get("dead_relu", "error_fraction") == 0.9  # untouched keys keep their defaults
-    assert defaults.get("dead_relu", "warn_fraction") == 0.4  # the original is not changed
+    assert merged.section("dead_relu")["warn_fraction"] == 1.0 and isinstance(merged.section("dead_relu")["warn_fraction"], float)
+    assert merged.section("dead_relu")["error_fraction"] == 0.9  # untouched keys keep their defaults
+    assert defaults.section("dead_relu")["warn_fraction"] == 0.4  # the original is not changed
 
 
 def test_empty_user_file_changes_nothing(tmp_path):
@@ -132,5 +132,5 @@ def test_missing_file_and_wrong_config_type(tmp_path):
 
 def test_load_config_is_exported_at_the_top_level(tmp_path):
     config = gradscope.load_config(write(tmp_path, "batchnorm:\n  min_batch_size: 32\n"))
-    assert config.get("batchnorm", "min_batch_size") == 32
+    assert config.section("batchnorm")["min_batch_size"] == 32
     assert config.sources[-1].endswith("thresholds.yaml")

@@ -12,7 +12,7 @@ from gradscope.diagnose.advice import unnormalized_pairs
 from gradscope.diagnose.engine import run_rules
 from gradscope.diagnose.finding import Finding, severity_rank
 from gradscope.diagnose.numbers import compact, percent
-from gradscope.diagnose.reading import fit_decay, module_expr
+from gradscope.diagnose.reading import module_expr
 from gradscope.diagnose.rule import Rule
 from gradscope.record import HookError, ModuleInfo, RunRecord
 from tests.test_text_report import hand_built_record
@@ -84,12 +84,6 @@ def test_odd_records_never_crash_the_rules(name):
 
 def test_every_rule_has_a_unique_name_and_code():
     assert len({r.name for r in ALL_RULES}) == len(ALL_RULES) == len({r.code for r in ALL_RULES})
-
-
-def test_fit_decay_recovers_a_geometric_profile():
-    values = [0.25**k for k in range(6)][::-1]  # forward order: the input side is smallest
-    assert fit_decay(values) == pytest.approx(0.25)
-    assert fit_decay([1.0, 2.0, 4.0][::-1]) == pytest.approx(2.0)
 
 
 def test_module_expr_reaches_modules_by_qualified_name():

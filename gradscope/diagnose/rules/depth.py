@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...decay import decay_per_layer, first_last_ratio
 from ...record import RunRecord
-from ..reading import fit_decay, median_of, weight_layers
+from ..reading import median_of, weight_layers
 
 # The backward signal itself first; the gradient RMS of the weights second.
 PROFILE_STATS = ("backprop_norm", "grad_rms")
@@ -22,12 +23,12 @@ class DepthProfile:
     @property
     def first_last_ratio(self) -> float:
         """Value at the first (input-side) layer over the value at the last (output-side) one."""
-        return self.values[0] / self.values[-1]
+        return first_last_ratio(self.values)  # type: ignore[return-value]  # values are positive: never None
 
     @property
     def per_layer_factor(self) -> float:
         """Fitted factor per layer from the output towards the input (< 1: shrinking)."""
-        return fit_decay(self.values)
+        return decay_per_layer(self.values)  # type: ignore[return-value]  # two or more positive values
 
     @property
     def what(self) -> str:
