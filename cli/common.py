@@ -10,6 +10,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -18,8 +19,7 @@ from typing import Callable, Iterable, Optional
 import click
 
 from gradscope.diagnose import Diagnosis, Finding
-from gradscope.diagnose.engine import SKIPPED
-from gradscope.diagnose.finding import severity_rank
+from gradscope.diagnose.finding import SKIPPED, severity_rank
 from gradscope.errors import GradscopeError
 from gradscope.io import write_all
 from gradscope.outputs import OutputPaths
@@ -39,7 +39,7 @@ def run_guarded(debug: bool, body: Callable[[], int]) -> None:
     except GradscopeError as exc:
         if debug:
             click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {in_flags(str(exc))}", err=True)
         raise click.exceptions.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt:
         click.echo("Interrupted; no output files were written.", err=True)
@@ -55,6 +55,28 @@ def run_guarded(debug: bool, body: Callable[[], int]) -> None:
         )
         raise click.exceptions.Exit(EXIT_INTERNAL_ERROR) from None
     raise click.exceptions.Exit(code)
+
+
+# The library names its fields in backticks (`input_shape`, `device=cpu`), as a Python caller knows
+# them; a user of the CLI knows them as these flags.
+FLAG_OF_FIELD = {
+    "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "optimizer": "--optimizer", "seed": "--seed",
+    "device": "--device", "every": "--every", "input_shape": "--input-shape", "config": "--config",
+    "data": "--data", "json": "--json", "html": "--html", "png_dir": "--png",
+}
+_FIELD = re.compile(r"`(\w+)(?:=([^`]*))?`")
+
+
+def in_flags(message: str) -> str:
+    """A library message in the CLI's words: `input_shape` -> --input-shape, `device=cpu` -> --device cpu."""
+
+    def flag(match: re.Match[str]) -> str:
+        field, value = match.groups()
+        if field not in FLAG_OF_FIELD:
+            return match.group(0)  # a module or function name, not a field
+        return FLAG_OF_FIELD[field] + (f" {value}" if value is not None else "")
+
+    return _FIELD.sub(flag, message)
 
 
 def exit_code_for(diagnosis: Diagnosis, fail_on: str) -> int:

@@ -1,6 +1,6 @@
-"""The report files a command was asked for (--json, --html, --png): checked, rendered, written.
+"""The report files a command was asked for (`json`, `html`, `png_dir`): checked, rendered, written.
 
-The order matters to users: paths are checked *before* training (a typo in `--html` must not
+The order matters to users: paths are checked *before* training (a typo in the HTML path must not
 cost a training run), and everything is rendered to memory *before* anything is written (a
 rendering error leaves no file behind). `io.write_all` then writes the rendered files all or
 nothing.
@@ -35,19 +35,22 @@ class OutputPaths:
 
     def check_writable(self) -> None:
         """Raise `OutputError` now for any path that could not be written later. Creates nothing."""
-        files = [(flag, path) for flag, path in (("--json", self.json), ("--html", self.html)) if path is not None]
-        for flag, path in files:
+        files = [(field, path) for field, path in (("json", self.json), ("html", self.html)) if path is not None]
+        for field, path in files:
             if path.is_dir():
-                raise OutputError(f"{flag} {str(path)!r} is a folder; give a file name, e.g. {str(path / 'report')!r}.")
-            _check_folder(flag, path.parent, path)
+                raise OutputError(
+                    f"`{field}` {str(path)!r} is a folder; give a file name, e.g. {str(path / 'report')!r}."
+                )
+            _check_folder(field, path.parent, path)
         if len(files) == 2 and files[0][1].resolve() == files[1][1].resolve():
-            raise OutputError(f"--json and --html both point to {str(files[0][1])!r}; give them different names.")
+            raise OutputError(f"`json` and `html` both point to {str(files[0][1])!r}; give them different names.")
         if self.png_dir is not None:
             if self.png_dir.exists() and not self.png_dir.is_dir():
                 raise OutputError(
-                    f"--png {str(self.png_dir)!r} is a file, but --png takes a folder to write the figures into."
+                    f"`png_dir` {str(self.png_dir)!r} is a file, but `png_dir` takes a folder to write the figures "
+                    "into."
                 )
-            _check_folder("--png", self.png_dir, self.png_dir)
+            _check_folder("png_dir", self.png_dir, self.png_dir)
 
     def render(self, record: RunRecord, diagnosis: Diagnosis, title: Optional[str] = None) -> list[RenderedFile]:
         """Everything requested, as bytes in memory; nothing is written yet."""
@@ -83,7 +86,7 @@ def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str
     return json_text(data)
 
 
-def _check_folder(flag: str, folder: Path, target: Path) -> None:
+def _check_folder(field: str, folder: Path, target: Path) -> None:
     """The nearest existing ancestor of `folder` must be a folder we can create files in."""
     existing = folder if str(folder) else Path(".")
     while not existing.exists():
@@ -92,7 +95,7 @@ def _check_folder(flag: str, folder: Path, target: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise OutputError(
-            f"Cannot write {flag} {str(target)!r}: {str(existing)!r} is a file, not a folder. Choose another path."
+            f"Cannot write `{field}` {str(target)!r}: {str(existing)!r} is a file, not a folder. Choose another path."
         )
     try:
         # The one reliable test (root, ACLs, read-only mounts): create a file there, then delete it.
@@ -100,6 +103,6 @@ def _check_folder(flag: str, folder: Path, target: Path) -> None:
             pass
     except OSError as exc:
         raise OutputError(
-            f"Cannot write {flag} {str(target)!r}: the folder {str(existing)!r} is not writable "
+            f"Cannot write `{field}` {str(target)!r}: the folder {str(existing)!r} is not writable "
             f"({exc.strerror or exc}). Choose a folder you can write to, or fix its permissions."
         ) from None

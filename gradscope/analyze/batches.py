@@ -66,8 +66,8 @@ def parse_input_shape(text: Optional[str]) -> Optional[tuple[int, ...]]:
         shape = ()
     if not shape or any(n <= 0 for n in shape):
         raise ConfigError(
-            f"--input-shape {text!r} is not a shape. Give one sample's shape without the batch dimension as "
-            "positive integers, e.g. --input-shape 784 or --input-shape 3x32x32."
+            f"`input_shape` {text!r} is not a shape. Give one sample's shape without the batch dimension as "
+            "positive integers, e.g. `input_shape=784` or `input_shape=3x32x32`."
         )
     return shape
 
@@ -141,8 +141,8 @@ class BatchSource:
     def fix_hint(self) -> str:
         if self.kind == "synthetic":
             return (
-                "If the model expects another input, pass --input-shape (one sample without the batch dimension, "
-                "e.g. --input-shape 3x64x64) or define make_batch(batch_size) in the model file."
+                "If the model expects another input, pass `input_shape` (one sample without the batch dimension, "
+                "e.g. `input_shape=3x64x64`) or define make_batch(batch_size) in the model file."
             )
         return f"Check that {self.kind}() returns (inputs, targets) batches the model accepts."
 
@@ -200,10 +200,10 @@ class BatchSource:
             if input_shape is None:
                 raise ModelFileError(
                     f"Cannot infer the input shape: the model in {self.model_file.name} has no Linear, Conv, "
-                    "Embedding or normalization layer to read it from. Pass --input-shape (one sample without "
-                    "the batch dimension, e.g. --input-shape 3x32x32) or define make_batch(batch_size)."
+                    "Embedding or normalization layer to read it from. Pass `input_shape` (one sample without "
+                    "the batch dimension, e.g. `input_shape=3x32x32`) or define make_batch(batch_size)."
                 )
-            self.synthesized_from = "--input-shape"
+            self.synthesized_from = "`input_shape`"
             self.sample_shape = input_shape
             return
         name, layer = first
@@ -216,11 +216,11 @@ class BatchSource:
             if inferred is None and input_shape is None:
                 raise ModelFileError(
                     f"Cannot infer the input shape from the first layer {label} of the model in "
-                    f"{self.model_file.name}. Pass --input-shape (one sample without the batch dimension, "
-                    "e.g. --input-shape 3x32x32) or define make_batch(batch_size)."
+                    f"{self.model_file.name}. Pass `input_shape` (one sample without the batch dimension, "
+                    "e.g. `input_shape=3x32x32`) or define make_batch(batch_size)."
                 )
             self.sample_shape = input_shape or inferred
-        self.synthesized_from = label + (" with --input-shape" if input_shape else "")
+        self.synthesized_from = label + (" with `input_shape`" if input_shape else "")
 
     def _synthetic_inputs(self) -> torch.Tensor:
         shape = (self.batch_size,) + tuple(self.sample_shape or ())

@@ -60,14 +60,13 @@ class AnalyzeConfig:
         for name in ("steps", "batch_size", "every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} must be a positive integer, got {value!r}.")
+                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}.")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}.")
+            raise ConfigError(f"`lr` must be a positive number, got {self.lr!r}.")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
+            raise ConfigError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed!r}.")
+            raise ConfigError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
         resolve_device(self.device)
 
 
@@ -75,11 +74,11 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"--device {name!r} is not a device; use cpu or cuda.") from exc
+        raise ConfigError(f"`device` {name!r} is not a device; use cpu or cuda.") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested, but this PyTorch build sees no CUDA GPU. Use --device cpu.")
+        raise ConfigError("`device=cuda` was requested, but this PyTorch build sees no CUDA GPU. Use `device=cpu`.")
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r} is not supported; use cpu or cuda.")
+        raise ConfigError(f"`device` {name!r} is not supported; use cpu or cuda.")
     return device
 
 
@@ -189,7 +188,7 @@ def seed_everything(seed: int) -> None:
 def _make_optimizer(
     model_file: ModelFile, model: nn.Module, config: AnalyzeConfig, notes: list[str]
 ) -> tuple[torch.optim.Optimizer, str]:
-    """`--optimizer` wins over the file's make_optimizer; `--lr` alone overrides its learning rate."""
+    """`optimizer` wins over the file's make_optimizer; `lr` alone overrides its learning rate."""
     if config.optimizer is None and model_file.make_optimizer is not None:
         with user_code("make_optimizer(parameters)", model_file.path):
             optimizer = model_file.make_optimizer(model.parameters())
@@ -201,11 +200,11 @@ def _make_optimizer(
         if config.lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = config.lr
-            notes.append(f"--lr {config.lr} replaced the learning rate of make_optimizer's optimizer.")
+            notes.append(f"lr={config.lr} replaced the learning rate of make_optimizer's optimizer.")
         return optimizer, f"{type(optimizer).__name__} from make_optimizer"
 
     if model_file.make_optimizer is not None:
-        notes.append(f"--optimizer {config.optimizer} was used instead of make_optimizer in {model_file.name}.")
+        notes.append(f"optimizer={config.optimizer} was used instead of make_optimizer in {model_file.name}.")
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ModelFileError(

@@ -89,7 +89,7 @@ def load_npz(path: str | os.PathLike[str]) -> SweepData:
     if not path.is_file():
         raise DataFileError(
             f"Data file {shown!r} does not exist. Pass an .npz file written with numpy.savez(path, X=..., y=...) "
-            "(optionally also X_val=..., y_val=...), or leave out --data to use the bundled task."
+            "(optionally also X_val=..., y_val=...), or leave `data` out to use the bundled task."
         )
     try:
         with np.load(path, allow_pickle=False) as archive:
