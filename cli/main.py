@@ -8,6 +8,7 @@ import gradscope
 
 from .analyze import analyze_command
 from .compare import compare_command
+from .export import export_command
 from .report_cmd import report_command
 from .sweep import sweep_command
 
@@ -22,6 +23,7 @@ main.add_command(analyze_command)
 main.add_command(report_command)
 main.add_command(compare_command)
 main.add_command(sweep_command)
+main.add_command(export_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
