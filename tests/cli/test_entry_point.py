@@ -73,7 +73,7 @@ def test_all_commands_are_registered(gradscope_cli):
     outcome = gradscope_cli("--help")
     assert outcome.exit_code == 0
     listed = {line.split()[0] for line in outcome.stdout.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == {"analyze", "report", "compare", "sweep"}
+    assert listed == {"analyze", "report", "compare", "sweep", "export"}
 
 
 @pytest.mark.skipif(GRADSCOPE is None, reason="the package is not installed (pip install -e .)")

@@ -1,0 +1,153 @@
+"""What the Lightning and Hugging Face callbacks share, free of either framework.
+
+A callback only knows *when* things happen (fit starts, a batch ends, fit ends or fails);
+`WatchSession` turns that into one watch: attach to the model and the optimizer, after each
+batch hand back the summary scalars of newly recorded steps and check `fail_on`, and at the end
+detach, diagnose, print the report and write the files asked for. Keeping it here means the
+two callbacks behave the same and each stays a thin translation of its framework's events.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..capture import Watcher
+from ..diagnose import Diagnosis, diagnose
+from ..diagnose.engine import SKIPPED
+from ..diagnose.finding import SEVERITIES, severity_rank
+from ..errors import GradscopeError
+from ..record import RunRecord
+from ..summary import summary_scalars
+
+
+class FindingThresholdError(GradscopeError, RuntimeError):
+    """`fail_on=` stopped training: a finding reached that severity."""
+
+
+def check_fail_on(fail_on: Optional[str]) -> Optional[str]:
+    if fail_on in (None, "never"):
+        return None
+    if fail_on not in SEVERITIES:
+        raise GradscopeError(
+            f"fail_on must be one of {', '.join(SEVERITIES)} or None (never stop), got {fail_on!r}."
+        )
+    return fail_on
+
+
+def torch_optimizer(optimizer: Any) -> Optional[torch.optim.Optimizer]:
+    """The torch optimizer inside a framework's wrapper, or None if there is none.
+
+    accelerate's AcceleratedOptimizer subclasses torch's Optimizer without its hook state, and
+    Lightning's LightningOptimizer does not subclass it: both hold the real one as `.optimizer`.
+    """
+    for _ in range(4):
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer):
+            break
+        optimizer = inner
+    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+
+
+class WatchSession:
+    """One watched fit: the Watcher, the summary scalars of new recorded steps, the end of the run."""
+
+    def __init__(
+        self,
+        every: int,
+        path: Optional[str | os.PathLike[str]],
+        html: Optional[str | os.PathLike[str]],
+        fail_on: Optional[str],
+        watch_options: dict[str, Any],
+    ) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise GradscopeError(f"every must be a positive integer (record every Nth step), got {every!r}.")
+        self.every = every
+        self.path = path
+        self.html = html
+        self.fail_on = check_fail_on(fail_on)
+        self.watch_options = dict(watch_options)
+        self.watcher: Optional[Watcher] = None
+        self.notes: list[str] = []  # what the callback noticed about the run, for record.meta.notes
+        self.record: Optional[RunRecord] = None
+        self.diagnosis: Optional[Diagnosis] = None
+        self._steps_seen = 0  # watcher.step at the last look
+        self._recorded_seen = 0  # recorded steps already summarised
+        self._next_check = 1  # fail_on: diagnose when the record reaches this many steps
+
+    @property
+    def attached(self) -> bool:
+        return self.watcher is not None
+
+    def start(self, model: nn.Module, optimizer: Any, scaler: Any = None, **overrides: Any) -> Watcher:
+        options = {**self.watch_options, **overrides}
+        if scaler is not None and "scaler" not in self.watch_options:
+            options["scaler"] = scaler
+        self.watcher = Watcher(model, optimizer, every=self.every, **options).attach()
+        self.record = None
+        self.diagnosis = None
+        self._steps_seen = self._recorded_seen = 0
+        self._next_check = 1
+        return self.watcher
+
+    def new_summaries(self) -> list[tuple[int, dict[str, float]]]:
+        """(step, summary scalars) of each step recorded since the last call; checks fail_on.
+
+        Cheap between recorded steps: the record is only read when the watcher's step count says a
+        recorded step has ended.
+        """
+        watcher = self.watcher
+        if watcher is None or watcher.step == self._steps_seen:
+            return []
+        ended = range(self._steps_seen, watcher.step)
+        self._steps_seen = watcher.step
+        if not any(step % self.every == 0 for step in ended) or not watcher.is_main_process:
+            return []
+        record = watcher.record
+        fresh = [(record.steps[i], summary_scalars(record, i)) for i in range(self._recorded_seen, len(record.steps))]
+        self._recorded_seen = len(record.steps)
+        if self.fail_on is not None and len(record.steps) >= self._next_check:
+            # Diagnosing reads the whole record: at geometrically spaced sizes, so a long run costs O(steps).
+            self._next_check = max(len(record.steps) + 1, int(len(record.steps) * 1.25))
+            self._raise_if_failing(diagnose(record), record)
+        return fresh
+
+    def finish(self, failed: bool = False, out: Any = None) -> Optional[RunRecord]:
+        """Detach (idempotent), then on the main process diagnose, print, and write path/html."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is None:
+            return self.record
+        self.record = watcher.detach()
+        self.record.meta.notes.extend(n for n in self.notes if n not in self.record.meta.notes)
+        if not watcher.is_main_process:
+            return self.record
+        self.diagnosis = diagnose(self.record)
+        if self.path is not None:
+            self.record.save(self.path)
+        if self.html is not None:
+            from ..report.html import write_html
+
+            write_html(self.html, self.record, self.diagnosis, title="gradscope report")
+        if not failed:
+            from ..report.text import render_text
+
+            print(render_text(self.record, self.diagnosis).rstrip("\n"), file=out or sys.stdout)
+            if self.fail_on is not None:
+                self._raise_if_failing(self.diagnosis, self.record)
+        return self.record
+
+    def _raise_if_failing(self, diagnosis: Diagnosis, record: RunRecord) -> None:
+        rank = severity_rank(self.fail_on)
+        failing = [f for f in diagnosis if f.code != SKIPPED and severity_rank(f.severity) >= rank]
+        if failing:
+            self.diagnosis = diagnosis
+            listed = "; ".join(f"[{f.severity}] {f.code}: {f.title}" for f in failing)
+            raise FindingThresholdError(
+                f"gradscope stopped training at step {record.steps[-1]} because fail_on={self.fail_on!r} and it "
+                f"found: {listed}. The callback's .record and .diagnosis hold the evidence; pass fail_on=None to "
+                "only report."
+            )
