@@ -53,10 +53,12 @@ def _arguments(tmp_path, **overrides) -> "transformers.TrainingArguments":
     return transformers.TrainingArguments(**options)
 
 
-def _train(model, items, callback, tmp_path, **overrides):
-    trainer = transformers.Trainer(
-        model=model, args=_arguments(tmp_path, **overrides), train_dataset=Examples(items), callbacks=[callback]
-    )
+def _train(model, items, callback, tmp_path, first: bool = False, **overrides):
+    arguments = _arguments(tmp_path, **overrides)
+    trainer = transformers.Trainer(model=model, args=arguments, train_dataset=Examples(items), callbacks=[callback])
+    if first:  # before the report_to callbacks, so they see the summary scalars (as the README says)
+        trainer.callback_handler.callbacks.remove(callback)
+        trainer.callback_handler.callbacks.insert(0, callback)
     trainer.train()
     return trainer
 
@@ -69,7 +71,8 @@ def gpt2_run(tmp_path_factory):
     hooks_before = all_hooks(model)
     callback = GradscopeCallback(path=tmp_path / "run.json")
     items = [{"input_ids": row, "labels": row} for ids in tokens for row in ids]
-    trainer = _train(model, items, callback, tmp_path)
+    tensorboard = tmp_path / "out"  # the Trainer's TensorBoard callback writes under output_dir
+    trainer = _train(model, items, callback, tmp_path, first=True, report_to="tensorboard")
 
     # The same training by hand: HF sums the token losses of a window over its token count.
     reference_model = _gpt2()
@@ -83,30 +86,44 @@ def gpt2_run(tmp_path_factory):
             torch.nn.utils.clip_grad_norm_(reference_model.parameters(), CLIP)
             opt.step()
             opt.zero_grad()
-    return callback, trainer, model, hooks_before, run.record
+    return callback, trainer, model, hooks_before, run.record, tensorboard
 
 
 def test_one_record_step_per_optimizer_step_matching_a_plain_loop(gpt2_run):
-    callback, trainer, _, _, reference = gpt2_run
+    callback, trainer, _, _, reference, _ = gpt2_run
     assert trainer.state.global_step == STEPS
     assert callback.record.steps == list(range(STEPS))
     assert_same_gradient_statistics(callback.record, reference)
 
 
 def test_every_hook_is_gone_and_the_record_is_saved(gpt2_run, tmp_path_factory):
-    callback, trainer, model, hooks_before, _ = gpt2_run
+    callback, trainer, model, hooks_before, _, _ = gpt2_run
     assert all_hooks(model) == hooks_before
     assert all_hooks(model, trainer.optimizer.optimizer) == hooks_before
     saved = gradscope.RunRecord.load(callback.session.path)
     assert saved.steps == callback.record.steps and callback.diagnosis is not None
 
 
-def test_summary_scalars_go_into_the_trainers_logs(gpt2_run):
-    _, trainer, _, _, _ = gpt2_run
+def test_summary_scalars_go_into_the_trainers_logs_and_its_tensorboard(gpt2_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback, trainer, _, _, _, tensorboard = gpt2_run
     training_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(training_logs) == STEPS
-    assert all(entry["gradscope/grad_norm_total"] > 0 for entry in training_logs)
+    totals = [entry["gradscope/grad_norm_total"] for entry in training_logs]
+    assert totals == pytest.approx([s["gradscope/grad_norm_total"] for s in map(_summary(callback), range(STEPS))])
     assert not any(key.startswith(("grad_rms/", "backprop_norm/")) for entry in training_logs for key in entry)
+    folder = next(tensorboard.rglob("events.out.tfevents.*")).parent
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    logged = [e.value for e in events.Scalars("train/gradscope/grad_norm_total")]
+    assert logged == pytest.approx(totals, rel=1e-6)
+
+
+def _summary(callback):
+    from gradscope.summary import summary_scalars
+
+    return lambda index: summary_scalars(callback.record, index)
 
 
 class SigmoidClassifier(nn.Module):
