@@ -113,7 +113,10 @@ class WatchSession:
         if self.fail_on is not None and len(record.steps) >= self._next_check:
             # Diagnosing reads the whole record: at geometrically spaced sizes, so a long run costs O(steps).
             self._next_check = max(len(record.steps) + 1, int(len(record.steps) * 1.25))
-            self._raise_if_failing(diagnose(record), record)
+            diagnosis = diagnose(record)
+            if self._failing(diagnosis):
+                self.finish(failed=True)  # detached and written before the framework sees the exception
+                self._raise_if_failing(diagnosis, record)
         return fresh
 
     def finish(self, failed: bool = False, out: Any = None) -> Optional[RunRecord]:
@@ -140,9 +143,12 @@ class WatchSession:
                 self._raise_if_failing(self.diagnosis, self.record)
         return self.record
 
-    def _raise_if_failing(self, diagnosis: Diagnosis, record: RunRecord) -> None:
+    def _failing(self, diagnosis: Diagnosis) -> list[Any]:
         rank = severity_rank(self.fail_on)
-        failing = [f for f in diagnosis if f.code != SKIPPED and severity_rank(f.severity) >= rank]
+        return [f for f in diagnosis if f.code != SKIPPED and severity_rank(f.severity) >= rank]
+
+    def _raise_if_failing(self, diagnosis: Diagnosis, record: RunRecord) -> None:
+        failing = self._failing(diagnosis)
         if failing:
             self.diagnosis = diagnosis
             listed = "; ".join(f"[{f.severity}] {f.code}: {f.title}" for f in failing)

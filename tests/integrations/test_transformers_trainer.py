@@ -147,3 +147,18 @@ def test_deep_sigmoid_in_a_trainer_is_diagnosed_vanishing_and_matches_a_plain_lo
     torch.manual_seed(0)
     reference = plain_loop_record(deep_sigmoid(), data)
     assert_same_gradient_statistics(callback.record, reference, prefix="net.")
+
+
+def test_fail_on_error_stops_training_and_leaves_no_hook(tmp_path):
+    from gradscope.integrations.session import FindingThresholdError
+
+    data = batches(STEPS * ACCUMULATE)
+    torch.manual_seed(0)
+    model = SigmoidClassifier()
+    hooks_before = all_hooks(model)
+    callback = GradscopeCallback(fail_on="error", html=tmp_path / "report.html")
+    items = [{"x": x[i], "labels": y[i]} for x, y in data for i in range(len(y))]
+    with pytest.raises(FindingThresholdError, match="vanishing-gradients"):
+        _train(model, items, callback, tmp_path, per_device_train_batch_size=len(data[0][1]), max_steps=50)
+    assert all_hooks(model) == hooks_before
+    assert len(callback.record.steps) < 50 and (tmp_path / "report.html").is_file()
