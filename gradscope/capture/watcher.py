@@ -1,133 +1,36 @@
-"""Attaching hooks to a user's model and optimizer, and removing every one of them again.
+"""Watching a model while the user's own loop trains it.
 
-Which hooks, and why (verified on torch 2.13):
-- Module *forward* hooks, never module backward hooks: `register_full_backward_hook` raises on
-  in-place ops (`nn.ReLU(inplace=True)`, `out += identity`) and never fires for dict/list
-  outputs. Activation statistics are reduced inside the forward hook, because a following
-  in-place op would overwrite a stored reference.
-- A *tensor* hook on each floating output that requires grad gives dL/d(output), the backprop
-  signal the chain rule multiplies layer by layer.
-- *Optimizer* step pre/post hooks read gradients when the optimizer uses them: after gradient
-  accumulation, clipping and `GradScaler.unscale_`, and give the update Δw of the step.
-- *Post-accumulate-grad* hooks on parameters only notice that a backward happened: the end of
-  a step when there is no optimizer, and steps that GradScaler skipped.
-
-Hooks never raise into the user's training (errors are counted in the record) and never
-touch the user's tensors beyond reading them, so a watched run computes bitwise the same
-losses as an unwatched one.
+The Watcher only connects things: it registers the hooks (`hooks.py`: the wrapper that never
+raises into training, and torch's private calls), tells the step clock what happened
+(`clock.py`: where steps begin and end, which are recorded), hands tensors to the accumulator
+(`gradscope.stats`), and owns every handle, so `detach()` leaves the model as it was.
+`meta.py` writes the record's header, module table and notes.
 
 Several processes (DDP, FSDP2): see `gradscope.distributed`; every rank watches, one
 collective per recorded step combines the ranks, only rank 0 keeps the statistics.
-
-torch.compile: a hook that Dynamo traces runs eagerly in a graph break when the compile
-allows graph breaks (statistics as in eager mode); under `fullgraph=True` it does nothing,
-so the compiled graph stays whole, and the record says which statistics are missing.
 """
 
 from __future__ import annotations
 
-import platform
 import warnings
 import weakref
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves
 
 from ..distributed import combiner_for, is_sharded, local_tensor, process_rank
 from ..errors import GradscopeError
-from ..measure import PARAMETER_SAMPLE, SAMPLING_NOTE, StepAccumulator, StepValues, sample
+from ..measure import PARAMETER_SAMPLE, SAMPLING_NOTE, StepAccumulator, sample
 from ..model_tree import WatchedModule, saturation_counter, select_modules, unwrap
-from ..record import HookError, ModuleInfo, RunMeta, RunRecord
+from ..record import RunRecord
 from ..statdefs import NONNEGATIVE, RELU_FAMILY
-from ..version import __version__
-
-
-def _inert_hook(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def _inert_hook_factory() -> Callable[..., None]:
-    return _inert_hook
-
-
-class _CompileState:
-    """What the hooks noticed of torch.compile (attributes set inside traced code are replayed
-    by Dynamo on every call of the compiled graph)."""
-
-    def __init__(self) -> None:
-        self.traced = False  # a hook was traced by Dynamo
-        self.fullgraph = False  # ... inside a graph that must not break: it did nothing
-
-
-def _graph_breaks_allowed() -> bool:
-    """Evaluated once while Dynamo traces a hook (a constant of the trace): may the graph break?"""
-    try:
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-
-        tx = InstructionTranslator.current_tx()
-        return not (getattr(tx, "one_graph", False) or getattr(tx, "error_on_graph_break", False))
-    except Exception:  # noqa: BLE001 - unknown Dynamo internals: keep the graph whole
-        return False
-
-
-# Set by hand rather than with torch._dynamo.assume_constant_result: importing Dynamo costs seconds.
-_graph_breaks_allowed._dynamo_marked_constant = True  # type: ignore[attr-defined]
-
-
-def _call(fn: Callable[..., Any], args: tuple) -> Any:
-    return fn(*args)
-
-
-_call_eagerly = torch._disable_dynamo(_call)  # a graph break: the hook body runs as plain Python
-
-
-class _Hook:
-    """A callable registered on the user's objects.
-
-    Copies of the model carry an inert stand-in: a `copy.deepcopy` (EMA models) never writes
-    into this run's statistics, and `torch.save(model)` while watched pickles a no-op.
-    """
-
-    __slots__ = ("fn", "compile_state")
-
-    def __init__(self, fn: Callable[..., Any], compile_state: Optional[_CompileState] = None) -> None:
-        self.fn = fn
-        self.compile_state = compile_state
-
-    def __call__(self, *args: Any) -> Any:
-        if torch.compiler.is_compiling():  # Dynamo is tracing this call (a compiled forward)
-            state = self.compile_state
-            if _graph_breaks_allowed():
-                if state is not None:
-                    state.traced = True
-                return _call_eagerly(self.fn, args)
-            if state is not None:
-                state.traced = True
-                state.fullgraph = True
-            return None
-        return self.fn(*args)
-
-    def __deepcopy__(self, memo: dict) -> Callable[..., None]:
-        return _inert_hook
-
-    def __reduce__(self) -> tuple:
-        return (_inert_hook_factory, ())
-
-
-def _in_backward() -> bool:
-    return torch._C._current_graph_task_id() != -1
-
-
-def _first_floating_tensor(output: Any) -> Optional[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return output if output.is_floating_point() else None
-    for leaf in tree_leaves(output):
-        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
-            return leaf
-    return None
+from . import meta
+from .clock import StepClock, StepEnd
+from .hooks import (
+    BackwardEnd, CompileState, GradientSentinel, Hook, HookErrors, first_floating_tensor, in_backward, loss_scale,
+    register_step_hooks,
+)
 
 
 class Watcher:
@@ -168,30 +71,42 @@ class Watcher:
         self._watched = select_modules(self.model, include, exclude)
         self._params = [(pname, p) for w in self._watched for pname, p in w.params]
         self._rank, self._world = process_rank(process_group)
-        # Several ranks training one model (DDP, FSDP2): combined once per recorded step.
-        self._ranks = combiner_for(model, self._params, process_group)
+        self._ranks = combiner_for(model, self._params, process_group)  # DDP, FSDP2: combined once a step
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self._sharded = distributed and any(is_sharded(p) for _, p in self._params)  # FSDP2
-        self._compile_state = _CompileState()
-        self._forward_unseen = False  # steps ended without any forward hook having run
-        self._attached_at_step = 0
         # DDP: each rank's gradient norm before averaging, a sign of unevenly split data
         self._rank_spread = self._ranks is not None and not self._ranks.sharded and gradients and optimizer is not None
-        self._local_norms: dict[int, torch.Tensor] = {}
-        self._record = RunRecord(meta=self._make_meta(include, exclude))
-        self._handles: list[Any] = []
-        self._tensor_handles: list[Any] = []
-        self._attached = False
-        self._hook_errors: dict[tuple[str, str], HookError] = {}
+        self._clock = StepClock(every, has_optimizer=optimizer is not None)
+        self._errors = HookErrors(lambda: self._clock.step)
+        self._compile_state = CompileState()
+        self._forward_unseen = False  # steps ended without any forward hook having run
         self._forward_order: dict[str, int] = {}
-        self._reset_window()
-        self._step = 0
+        self._sentinel = GradientSentinel()
+        self._backward_end = BackwardEnd(self._hook("backward-end", self._on_backward_end), self._ranks is not None)
+        self._handles: list[Any] = []
+        self._step_handles: list[Any] = []  # tensor hooks on this step's outputs: gone with the step
+        self._attached = False
+        self._accumulator = StepAccumulator()
+        self._local_norms: dict[int, torch.Tensor] = {}
+        self._before_step: Optional[tuple[list[str], list[torch.Tensor], list[torch.Tensor]]] = None
+        self._last_layout: Optional[str] = None
+        options = {
+            "every": every,
+            "include": include if include is None or isinstance(include, str) else list(include),
+            "exclude": exclude if exclude is None or isinstance(exclude, str) else list(exclude),
+            "activations": activations,
+            "gradients": gradients,
+            "update_ratio": self.update_ratio,
+            "scaler": self.scaler is not None,
+            "world_size": self._world,
+        }
+        self._record = RunRecord(meta=meta.run_meta(self.model, optimizer, options))
 
     # ---- public API -----------------------------------------------------------------------
     def attach(self) -> "Watcher":
         if self._attached:
             raise GradscopeError("This Watcher is already attached; call detach() first.")
-        self._attached_at_step = self._step
+        self._clock.attach()
         try:
             self._register_hooks()
         except BaseException:
@@ -203,11 +118,12 @@ class Watcher:
     def detach(self) -> RunRecord:
         """Remove every hook; the model is left exactly as it was. Returns the record."""
         try:
-            if self._attached and self.optimizer is not None and self._backward_since_step:
-                self._maybe_end_skipped_step()
+            if self._attached:
+                self._check_discarded_gradients()
         finally:
             self._remove_hooks()
             self._attached = False
+            self._clock.detach()
             self._before_step = None
             self._accumulator = StepAccumulator()
             self._refresh_record()
@@ -242,7 +158,7 @@ class Watcher:
     @property
     def step(self) -> int:
         """Number of training steps seen so far (optimizer steps, skipped ones included)."""
-        return self._step
+        return self._clock.step
 
     def log(self, **scalars: float) -> None:
         """Log named scalars (loss=..., val_loss=...) for the current step.
@@ -252,68 +168,43 @@ class Watcher:
         """
         if not self._keeps_statistics:
             return
-        step = self._step if (self._forward_since_step or self._step == 0) else self._step - 1
         for name, value in scalars.items():
             if isinstance(value, torch.Tensor):
                 value = value.detach().float().item()
-            self._record.log_scalar(step, name, float(value))
+            self._record.log_scalar(self._clock.log_step, name, float(value))
 
-    # ---- hooks: registration ------------------------------------------------------------------
+    # ---- hooks: one line per kind; each body below tells the clock and the accumulator ---------------
     def _register_hooks(self) -> None:
-        state = self._compile_state
-        self._handles.append(
-            self.model.register_forward_pre_hook(_Hook(self._guarded("forward", self._on_root_forward), state))
-        )
+        add = self._handles.append
+        add(self.model.register_forward_pre_hook(self._hook("forward", self._on_root_forward, compiled=True)))
         for w in self._watched:
             if w.watch_output and (self.activations or self.gradients):
-                hook = _Hook(self._guarded(f"forward:{w.name}", self._forward_hook_for(w)), state)
-                self._handles.append(w.module.register_forward_hook(hook))
+                hook = self._hook(f"forward:{w.name}", self._output_hook_for(w), compiled=True)
+                add(w.module.register_forward_hook(hook))
         for pname, param in self._params:
             if param.requires_grad:
-                hook = _Hook(self._guarded(f"grad:{pname}", self._on_param_accumulated))
-                self._handles.append(param.register_post_accumulate_grad_hook(hook))
+                add(param.register_post_accumulate_grad_hook(self._hook(f"grad:{pname}", self._on_param_accumulated)))
         if self.optimizer is not None:
-            self._handles.append(
-                self.optimizer.register_step_pre_hook(_Hook(self._guarded("optimizer-step", self._on_optimizer_pre_step)))
-            )
-            self._handles.append(
-                self.optimizer.register_step_post_hook(_Hook(self._guarded("optimizer-step", self._on_optimizer_post_step)))
-            )
+            pre = self._hook("optimizer-step", self._on_optimizer_pre_step)
+            self._handles += register_step_hooks(self.optimizer, pre, self._hook("optimizer-step", self._on_optimizer_post_step))
+
+    def _hook(self, where: str, fn: Callable[..., Any], compiled: bool = False) -> Hook:
+        return Hook(where, fn, self._errors, self._compile_state if compiled else None)
 
     def _remove_hooks(self) -> None:
-        for handle in self._handles + self._tensor_handles:
+        for handle in self._handles + self._step_handles:
             handle.remove()
         self._handles.clear()
-        self._tensor_handles.clear()
+        self._step_handles.clear()
 
-    def _guarded(self, where: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Run a hook body; an exception in gradscope's own code is recorded, never raised."""
-
-        def run(*args: Any) -> None:
-            try:
-                fn(*args)
-            except Exception as exc:  # noqa: BLE001 - observation must never break training
-                key = (where, f"{type(exc).__name__}: {exc}")
-                if key in self._hook_errors:
-                    self._hook_errors[key].count += 1
-                else:
-                    self._hook_errors[key] = HookError(where=where, error=key[1], first_step=self._step)
-            return None
-
-        return run
-
-    # ---- hooks: forward -------------------------------------------------------------------------
     def _on_root_forward(self, module: nn.Module, args: Any) -> None:
-        training = torch.is_grad_enabled() and module.training and not _in_backward()
-        if training and self.optimizer is not None and self._backward_since_step:
-            self._maybe_end_skipped_step()
-        self._forward_seen = True
-        if not training:
-            return
-        self._forward_since_step = True
-        self._last_layout = None
+        training = torch.is_grad_enabled() and module.training and not in_backward()
+        if training:
+            self._check_discarded_gradients()
+            self._last_layout = None
+        self._clock.forward(training)
 
-    def _forward_hook_for(self, w: WatchedModule) -> Callable[[nn.Module, Any, Any], None]:
+    def _output_hook_for(self, w: WatchedModule) -> Callable[[nn.Module, Any, Any], None]:
         module_ref = weakref.ref(w.module)
         count_saturated = saturation_counter(w.module, w.activation)
         nonnegative = w.activation in NONNEGATIVE
@@ -321,21 +212,20 @@ class Watcher:
         # a Linear or Conv output is 0 for every sample only when its weights are.
         tracks_dead_units = w.activation in RELU_FAMILY or w.activation in NONNEGATIVE
         # Made once per module, not per call: the same hook goes on every output of this module.
-        backprop_hook = _Hook(self._guarded(f"backprop:{w.name}", lambda grad: self._on_output_grad(w.name, grad)))
+        backprop_hook = self._hook(f"backprop:{w.name}", lambda grad: self._on_output_grad(w.name, grad))
 
         def on_forward(module: nn.Module, args: Any, output: Any) -> None:
             if module is not module_ref() or not torch.is_grad_enabled():
                 return
-            if _in_backward() and w.name in self._forwarded_this_step:
+            if not self._clock.module_forward(w.name, module.training, in_backward()):
                 return  # non-reentrant activation checkpointing recomputes a forward already seen
-            recorded = self._is_recorded(self._step)
+            recorded = self._clock.recording
             if not module.training:
                 if recorded:
                     self._accumulator.add_eval_call(w.name)
                 return
-            self._forwarded_this_step.add(w.name)
             self._forward_order.setdefault(w.name, len(self._forward_order))
-            out = _first_floating_tensor(output)
+            out = first_floating_tensor(output)
             if out is None:
                 return
             layout = w.layout or self._last_layout
@@ -352,49 +242,32 @@ class Watcher:
                     w.name, out, unit_dim if tracks_dead_units else None, count_saturated, nonnegative
                 )
             if self.gradients and out.requires_grad:
-                self._tensor_handles.append(out.register_hook(backprop_hook))
+                self._step_handles.append(out.register_hook(backprop_hook))
 
         return on_forward
 
-    # ---- hooks: backward --------------------------------------------------------------------------
     def _on_output_grad(self, name: str, grad: torch.Tensor) -> None:
         self._accumulator.add_backprop(name, grad)
-        self._queue_backward_end()
+        if self.optimizer is None:
+            self._backward_end.request()
 
     def _on_param_accumulated(self, param: nn.Parameter) -> None:
-        self._backward_since_step = True
-        grad = param.grad
-        if grad is not None:
-            self._sentinel = (weakref.ref(param), id(grad), grad._version)
-            if self._rank_spread and self._is_recorded(self._step):
-                # DDP's own hook on this gradient runs after this one: still this rank's gradient.
-                self._local_norms[id(param)] = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32)
-        self._queue_backward_end()
-
-    def _queue_backward_end(self) -> None:
-        if self.optimizer is None and not self._backward_end_queued:
-            self._backward_end_queued = True
-            torch.autograd.Variable._execution_engine.queue_callback(
-                self._guarded("backward-end", self._on_backward_end)
-            )
+        self._clock.param_grad()
+        self._sentinel.mark(param)
+        if self._rank_spread and self._clock.recording and param.grad is not None:
+            # DDP's own hook on this gradient runs after this one: still this rank's gradient.
+            self._local_norms[id(param)] = torch.linalg.vector_norm(param.grad.detach(), dtype=torch.float32)
+        if self.optimizer is None:
+            self._backward_end.request()
 
     def _on_backward_end(self) -> None:
-        if self._ranks is not None and not self._backward_end_requeued:
-            # DDP/FSDP finish their gradient reduction in a callback queued after ours: go last.
-            self._backward_end_requeued = True
-            torch.autograd.Variable._execution_engine.queue_callback(
-                self._guarded("backward-end", self._on_backward_end)
-            )
-            return
-        self._backward_end_queued = False
-        self._backward_end_requeued = False
-        if self._is_recorded(self._step) and self.gradients:
+        if self._clock.recording and self.gradients:
             self._accumulator.add_gradients(*self._current_gradients())
-        self._end_step(skipped=False)
+        self._close(self._clock.backward_end())
 
-    # ---- hooks: optimizer -----------------------------------------------------------------------
     def _on_optimizer_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if not self._is_recorded(self._step) or not self.gradients:
+        self._clock.optimizer_pre_step()
+        if not self._clock.recording or not self.gradients:
             return
         named, weights = self._current_gradients()
         self._accumulator.add_gradients(named, weights)
@@ -414,7 +287,7 @@ class Watcher:
                 torch._foreach_sub_(before, after)
                 self._accumulator.add_updates(names, before)
         finally:
-            self._end_step(skipped=False)  # always: under DDP/FSDP the other ranks wait for this step
+            self._close(self._clock.optimizer_post_step())  # always: under DDP/FSDP the other ranks wait
 
     def _current_gradients(self) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor]]:
         named, weights = [], []
@@ -429,51 +302,30 @@ class Watcher:
         return named, weights
 
     # ---- steps --------------------------------------------------------------------------------------
-    def _is_recorded(self, step: int) -> bool:
-        return step % self.every == 0
+    def _check_discarded_gradients(self) -> None:
+        """A backward happened and no optimizer step followed: were its gradients consumed
+        (unscaled in place or zeroed)? GradScaler skipped the step for non-finite gradients."""
+        if self._clock.awaits_optimizer and self._sentinel.discarded():
+            self._close(self._clock.gradients_discarded(scaler_skipped=True))
 
-    def _maybe_end_skipped_step(self) -> None:
-        """A backward happened, no optimizer step followed, and the gradients were consumed
-        (unscaled in place or zeroed): GradScaler skipped the step for non-finite gradients."""
-        if self._sentinel is None:
-            return
-        param_ref, grad_id, version = self._sentinel
-        param = param_ref()
-        grad = param.grad if param is not None else None
-        if grad is None or id(grad) != grad_id or grad._version != version:
-            self._end_step(skipped=True)
-
-    def _queue_loss_scale(self, skipped: bool) -> None:
-        scale = getattr(self.scaler, "_scale", None)
-        if scale is None:
-            return
-        # A skipped step was noticed after scaler.update() had already backed the scale off.
-        used = scale / self.scaler.get_backoff_factor() if skipped else scale
-        self._accumulator.queue("loss_scale", "", used.detach().reshape(()).float())
-
-    def _end_step(self, skipped: bool) -> None:
-        step = self._step
-        self._step += 1
-        if not skipped and self._backward_since_step and not self._forward_seen:
-            # The first step may have run its forward before attach(); later ones may not.
-            if self._compile_state.fullgraph or step > self._attached_at_step:
-                self._note_unseen_forward()
+    def _close(self, end: StepEnd) -> None:
+        """Flush what the step measured, if it is recorded, and forget its tensors."""
+        if end.forward_unseen and (self._compile_state.fullgraph or not end.first_since_attach):
+            self._note_unseen_forward()  # the first step may have run its forward before attach()
         try:
-            if self._is_recorded(step):
-                self._queue_loss_scale(skipped)
+            if end.recorded:
+                scale = loss_scale(self.scaler, end.skipped) if self.scaler is not None else None
+                if scale is not None:
+                    self._accumulator.queue("loss_scale", "", scale)
                 accumulator, self._accumulator = self._accumulator, StepAccumulator()
                 values = accumulator.flush(self._ranks)
                 if self._keeps_statistics:
-                    self._append(step, values, skipped)
+                    meta.write_step(self._record, self._watched, end.step, values, end.skipped)
             else:
                 self._accumulator.end_unrecorded_step()
         finally:
-            self._tensor_handles.clear()  # their tensors are gone with the step
-            self._forwarded_this_step = set()
-            self._backward_since_step = False
-            self._forward_since_step = False
-            self._forward_seen = False
-            self._sentinel = None
+            self._step_handles.clear()  # their tensors are gone with the step
+            self._sentinel.clear()
             self._local_norms = {}
 
     @property
@@ -483,141 +335,22 @@ class Watcher:
 
     def _note_unseen_forward(self) -> None:
         """A training step whose forward no hook saw: compiled code that runs without them."""
-        if self._forward_unseen:
-            return
-        self._forward_unseen = True
-        warnings.warn(self._unseen_forward_note(), RuntimeWarning, stacklevel=2)
-
-    def _unseen_forward_note(self) -> str:
-        missing = "activation statistics (act_*) and backprop_norm are not recorded; gradient, weight and update "
-        missing += "statistics are exact (they are read at the optimizer step, outside the compiled graph)."
-        if self._compile_state.fullgraph:
-            return (
-                "gradscope: the model ran under torch.compile(fullgraph=True); gradscope's forward hooks would "
-                f"break the single graph, so they were disabled: {missing} Compile without fullgraph=True "
-                "(the hooks then run between graph pieces) to get them."
-            )
-        return (
-            "gradscope saw training steps but no forward hook ran: the model most likely runs code compiled "
-            "before gradscope attached (torch.compile does not see hooks added after its first call), so "
-            f"{missing} Attach gradscope before the first call of the compiled model to get them."
-        )
-
-    def _append(self, step: int, values: StepValues, skipped: bool) -> None:
-        layer_values = {}
-        for w in self._watched:
-            stats = {**values.activation_stats(w.name), **values.backprop_stats(w.name)}
-            if w.params and not skipped:
-                stats.update(values.gradient_stats([pname for pname, _ in w.params]))
-            layer_values[w.name] = stats
-        param_values = {} if skipped else {pname: values.gradient_stats([pname]) for pname, _ in self._params}
-        self._record.append_step(step, layer_values, param_values, skipped=skipped)
-        if values.rank_grad_norms and not skipped:
-            self._record.log_scalar(step, "grad_norm_rank_max", max(values.rank_grad_norms))
-            self._record.log_scalar(step, "grad_norm_rank_min", min(values.rank_grad_norms))
-
-    def _reset_window(self) -> None:
-        self._accumulator = StepAccumulator()
-        self._forwarded_this_step: set[str] = set()
-        self._backward_since_step = False
-        self._forward_since_step = False
-        self._backward_end_queued = False
-        self._sentinel: Optional[tuple[Any, int, int]] = None
-        self._before_step: Optional[tuple[list[str], list[torch.Tensor], list[torch.Tensor]]] = None
-        self._last_layout: Optional[str] = None
-        self._forward_seen = False  # any call of the model's forward, training or not
-        self._backward_end_requeued = False
-
-    # ---- the record -----------------------------------------------------------------------------------
-    def _make_meta(self, include: Any, exclude: Any) -> RunMeta:
-        params = list(self.model.parameters())
-        return RunMeta(
-            model_class=type(self.model).__name__,
-            num_params=sum(p.numel() for p in params),
-            trainable_params=sum(p.numel() for p in params if p.requires_grad),
-            grad_source="optimizer" if self.optimizer is not None else "backward",
-            optimizer=type(self.optimizer).__name__ if self.optimizer is not None else None,
-            every=self.every,
-            gradscope_version=__version__,
-            torch_version=torch.__version__,
-            python_version=platform.python_version(),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            options={
-                "every": self.every,
-                "include": include if include is None or isinstance(include, str) else list(include),
-                "exclude": exclude if exclude is None or isinstance(exclude, str) else list(exclude),
-                "activations": self.activations,
-                "gradients": self.gradients,
-                "update_ratio": self.update_ratio,
-                "scaler": self.scaler is not None,
-                "world_size": self._world,
-            },
-        )
+        if not self._forward_unseen:
+            self._forward_unseen = True
+            warnings.warn(meta.unseen_forward_note(self._compile_state.fullgraph), RuntimeWarning, stacklevel=2)
 
     def _refresh_record(self) -> None:
-        order = self._forward_order
-        unseen = len(order)
-        ranked = sorted(
-            enumerate(self._watched),
-            key=lambda item: (order.get(item[1].name, unseen + item[0]), item[0]),
-        )
-        self._record.modules = [
-            ModuleInfo(
-                name=w.name,
-                type=type(w.module).__name__,
-                num_params=sum(p.numel() for _, p in w.params),
-                params=[pname for pname, _ in w.params],
-                trainable_params=sum(p.numel() for _, p in w.params if p.requires_grad),
-                activation=w.activation,
-                is_leaf=w.is_leaf,
-                executed=w.name in order or self._forward_unseen,  # unseen forwards: unknown, not unused
-            )
-            for _, w in ranked
-        ]
-        self._record.hook_errors = list(self._hook_errors.values())
-        if self._record.skipped_steps and self.scaler is None:
-            note = (
-                "GradScaler skipped steps, but watch() was not given scaler=: backprop_norm is of the scaled loss "
-                "(its ratios along depth are right, its absolute values are multiplied by the loss scale)."
-            )
-            if note not in self._record.meta.notes:
-                self._record.meta.notes.append(note)
-        if SAMPLING_NOTE not in self._record.meta.notes:
-            self._record.meta.notes.append(SAMPLING_NOTE)
-        notes = []
+        self._record.modules = meta.module_table(self._watched, self._forward_order, self._forward_unseen)
+        self._record.hook_errors = self._errors.as_list()
+        notes = [meta.SCALER_MISSING_NOTE] if self._record.skipped_steps and self.scaler is None else []
+        notes.append(SAMPLING_NOTE)
         if self.optimizer is None:
-            notes.append("Gradients were read after each backward (no optimizer given): update_ratio is unavailable.")
-        notes += self._scale_out_notes()
-        for note in notes:
-            if note not in self._record.meta.notes:
-                self._record.meta.notes.append(note)
-
-    def _scale_out_notes(self) -> list[str]:
-        notes = []
-        if self._ranks is not None:
-            notes.append(
-                f"Trained by {self._world} ranks ({'FSDP2 shards' if self._ranks.sharded else 'DDP'}); statistics "
-                "are those of the global batch: activation sums and counts over all ranks (a unit is dead only if "
-                "dead on every rank; act_calls per rank, act_batch the global batch), gradients as the optimizer "
-                "used them (all-reduced, or the shards combined), backprop_norm of the rank-averaged loss."
-            )
-            if not self._ranks.is_main:
-                notes.append(f"This is rank {self._rank} of {self._world}: only rank 0 keeps the statistics.")
-        elif self._world > 1:
-            notes.append(
-                f"torch.distributed runs {self._world} processes, but the watched model is neither DDP-wrapped nor "
-                "FSDP2-sharded: the statistics are this rank's only. Wrap the model before watching it, or pass "
-                "process_group= to combine the ranks."
-            )
-        if self._forward_unseen:
-            notes.append(self._unseen_forward_note())
-        elif self._compile_state.traced:
-            notes.append(
-                "The model ran under torch.compile; gradscope's hooks ran eagerly between compiled pieces "
-                "(graph breaks at the watched modules), so every statistic was measured, on the outputs of the "
-                "compiled pieces."
-            )
-        return notes
+            notes.append(meta.NO_OPTIMIZER_NOTE)
+        state = self._compile_state
+        notes += meta.scale_out_notes(
+            self._world, self._rank, self._ranks, self._forward_unseen, state.traced, state.fullgraph
+        )
+        meta.add_notes(self._record, notes)
 
 
 def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, **options: Any) -> Watcher:
@@ -625,7 +358,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, *
 
     Options: every=N (record every Nth step), include=/exclude= (regexes on module names),
     activations=True, gradients=True, update_ratio=True, process_group=None (the ranks that
-    train the model together; by default all ranks when the model is DDP-wrapped or FSDP2-sharded).
+    train the model together; by default all ranks when the model is DDP-wrapped or FSDP2-sharded),
+    scaler=None (the GradScaler of an AMP loop).
 
     Under torch.distributed every rank must watch the model (with the same options); only the
     main process (`run.is_main_process`, rank 0) keeps statistics: save and report there.

@@ -1,0 +1,234 @@
+"""The hook wrapper, and every private torch, Dynamo and autograd call gradscope makes.
+
+Which hooks, and why (verified on torch 2.13):
+- Module *forward* hooks, never module backward hooks: `register_full_backward_hook` raises on
+  in-place ops (`nn.ReLU(inplace=True)`, `out += identity`) and never fires for dict/list
+  outputs. Activation statistics are reduced inside the forward hook, because a following
+  in-place op would overwrite a stored reference.
+- A *tensor* hook on each floating output that requires grad gives dL/d(output), the backprop
+  signal the chain rule multiplies layer by layer.
+- *Optimizer* step pre/post hooks read gradients when the optimizer uses them: after gradient
+  accumulation, clipping and `GradScaler.unscale_`, and give the update Δw of the step.
+- *Post-accumulate-grad* hooks on parameters only notice that a backward happened: the end of
+  a step when there is no optimizer, and gradients discarded without a step.
+
+Every hook is a `Hook`: it never raises into the user's training (an exception in gradscope's
+own code is counted in `HookErrors`) and copies of the model carry an inert stand-in.
+
+torch.compile: a hook that Dynamo traces runs eagerly in a graph break when the compile allows
+graph breaks (statistics as in eager mode); under `fullgraph=True` it does nothing, so the
+compiled graph stays whole, and the record says which statistics are missing.
+
+Everything below that reaches into torch's private API lives here, once, so a torch upgrade
+that moves one of them is a change to one function.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from ..errors import GradscopeError
+from ..record import HookError
+
+TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
+# ---- the hook wrapper ---------------------------------------------------------------------------
+def _inert_hook(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _inert_hook_factory() -> Callable[..., None]:
+    return _inert_hook
+
+
+class CompileState:
+    """What the hooks noticed of torch.compile (attributes set inside traced code are replayed
+    by Dynamo on every call of the compiled graph)."""
+
+    def __init__(self) -> None:
+        self.traced = False  # a hook was traced by Dynamo
+        self.fullgraph = False  # ... inside a graph that must not break: it did nothing
+
+
+class HookErrors:
+    """Exceptions raised inside gradscope's hook bodies, counted by place and message."""
+
+    def __init__(self, current_step: Callable[[], int]) -> None:
+        self._current_step = current_step
+        self._errors: dict[tuple[str, str], HookError] = {}
+
+    def add(self, where: str, exc: Exception) -> None:
+        key = (where, f"{type(exc).__name__}: {exc}")
+        if key in self._errors:
+            self._errors[key].count += 1
+        else:
+            self._errors[key] = HookError(where=where, error=key[1], first_step=self._current_step())
+
+    def as_list(self) -> list[HookError]:
+        return list(self._errors.values())
+
+
+class Hook:
+    """A callable registered on the user's objects: runs `fn`, records its exceptions in
+    `errors` under `where`, and always returns None (a tensor hook leaves the gradient as is).
+
+    Copies of the model carry an inert stand-in: a `copy.deepcopy` (EMA models) never writes
+    into this run's statistics, and `torch.save(model)` while watched pickles a no-op.
+    """
+
+    __slots__ = ("where", "fn", "errors", "compile_state")
+
+    def __init__(
+        self, where: str, fn: Callable[..., Any], errors: HookErrors, compile_state: Optional[CompileState] = None
+    ) -> None:
+        self.where = where
+        self.fn = fn
+        self.errors = errors
+        self.compile_state = compile_state
+
+    def __call__(self, *args: Any) -> None:
+        if _is_compiling():  # Dynamo is tracing this call (a compiled forward)
+            state = self.compile_state
+            if _graph_breaks_allowed():
+                if state is not None:
+                    state.traced = True
+                return _call_eagerly(self.run, args)
+            if state is not None:
+                state.traced = True
+                state.fullgraph = True
+            return None
+        return self.run(*args)
+
+    def run(self, *args: Any) -> None:
+        try:
+            self.fn(*args)
+        except Exception as exc:  # noqa: BLE001 - observation must never break training
+            self.errors.add(self.where, exc)
+        return None
+
+    def __deepcopy__(self, memo: dict) -> Callable[..., None]:
+        return _inert_hook
+
+    def __reduce__(self) -> tuple:
+        return (_inert_hook_factory, ())
+
+
+# ---- torch.compile / Dynamo -----------------------------------------------------------------------
+_is_compiling = torch.compiler.is_compiling  # public since torch 2.3, the oldest release gradscope supports
+
+
+def _graph_breaks_allowed() -> bool:
+    """Evaluated once while Dynamo traces a hook (a constant of the trace): may the graph break?"""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+        # `one_graph` is fullgraph=True; `error_on_graph_break` (newer releases) is set by
+        # torch._dynamo.error_on_graph_break(True): both forbid the break a hook would cause.
+        return not (getattr(tx, "one_graph", False) or getattr(tx, "error_on_graph_break", False))
+    except Exception:  # noqa: BLE001 - unknown Dynamo internals: keep the graph whole
+        return False
+
+
+# Set by hand rather than with torch._dynamo.assume_constant_result: importing Dynamo costs seconds.
+_graph_breaks_allowed._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def _call(fn: Callable[..., Any], args: tuple) -> Any:
+    return fn(*args)
+
+
+_call_eagerly = torch._disable_dynamo(_call)  # a graph break: the hook body runs as plain Python
+
+
+# ---- autograd -------------------------------------------------------------------------------------
+def in_backward() -> bool:
+    """True inside a backward pass (a forward here is an activation-checkpoint recompute)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+class BackwardEnd:
+    """Calls `hook` once at the end of each backward pass that asks for it.
+
+    With `after_others`, it re-queues itself once so it runs after callbacks queued later in
+    the same backward: DDP and FSDP finish their gradient reduction in such a callback.
+    """
+
+    def __init__(self, hook: Hook, after_others: bool) -> None:
+        self._hook = hook
+        self._after_others = after_others
+        self._queued_for = -2  # the graph task it is queued in (-1 outside any backward)
+
+    def request(self) -> None:
+        task = torch._C._current_graph_task_id()
+        if task != self._queued_for:
+            self._queued_for = task
+            torch.autograd.Variable._execution_engine.queue_callback(self._first if self._after_others else self._hook)
+
+    def _first(self) -> None:
+        torch.autograd.Variable._execution_engine.queue_callback(self._hook)
+
+
+def first_floating_tensor(output: Any) -> Optional[torch.Tensor]:
+    """The module output gradscope measures: the tensor itself, or the first floating leaf of a
+    tuple, list or dict output."""
+    if isinstance(output, torch.Tensor):
+        return output if output.is_floating_point() else None
+    for leaf in tree_leaves(output):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+            return leaf
+    return None
+
+
+class GradientSentinel:
+    """Remembers the last gradient a backward accumulated, to notice later that it was
+    consumed without an optimizer step: set to None, replaced, or changed in place (zeroed,
+    or unscaled by GradScaler). Holds no reference to the gradient itself."""
+
+    def __init__(self) -> None:
+        self._mark: Optional[tuple[Any, int, int]] = None
+
+    def mark(self, param: nn.Parameter) -> None:
+        grad = param.grad
+        if grad is not None:
+            self._mark = (weakref.ref(param), id(grad), grad._version)
+
+    def clear(self) -> None:
+        self._mark = None
+
+    def discarded(self) -> bool:
+        if self._mark is None:
+            return False
+        param_ref, grad_id, version = self._mark
+        param = param_ref()
+        grad = param.grad if param is not None else None
+        return grad is None or id(grad) != grad_id or grad._version != version
+
+
+# ---- optimizers and GradScaler --------------------------------------------------------------------
+def register_step_hooks(optimizer: torch.optim.Optimizer, pre: Hook, post: Hook) -> list[Any]:
+    """Hooks around `optimizer.step()` (public since torch 2.0); returns their handles."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise GradscopeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}. Pass the optimizer "
+            "that steps the watched model's parameters, or leave optimizer= out to read gradients after "
+            "each backward."
+        )
+    return [optimizer.register_step_pre_hook(pre), optimizer.register_step_post_hook(post)]
+
+
+def loss_scale(scaler: Any, skipped: bool) -> Optional[torch.Tensor]:
+    """The factor GradScaler multiplied the loss by in the step that just ended, as a 0-d float
+    tensor on its device (no host copy), or None when it has none yet."""
+    scale = getattr(scaler, "_scale", None)  # private: GradScaler has no device-side getter
+    if scale is None:
+        return None
+    # A skipped step is noticed after scaler.update() has already backed the scale off.
+    used = scale / scaler.get_backoff_factor() if skipped else scale
+    return used.detach().reshape(()).float()

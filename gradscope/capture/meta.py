@@ -1,0 +1,138 @@
+"""What a watch writes into its RunRecord besides the hooks' numbers: the run's metadata, the
+module table, the notes that say how the numbers were taken, and each recorded step.
+
+Kept apart from the Watcher so that the wiring of hooks reads on its own, and so that there is
+one call through which a recorded step's values reach the record (`write_step`).
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import torch
+
+from ..model_tree import WatchedModule
+from ..record import ModuleInfo, RunMeta, RunRecord
+from ..measure import StepValues
+from ..version import __version__
+
+
+def run_meta(model: torch.nn.Module, optimizer: Optional[Any], options: dict[str, Any]) -> RunMeta:
+    """The record's header; `options` are the watch options as the user gave them."""
+    params = list(model.parameters())
+    return RunMeta(
+        model_class=type(model).__name__,
+        num_params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        grad_source="optimizer" if optimizer is not None else "backward",
+        optimizer=type(optimizer).__name__ if optimizer is not None else None,
+        every=options["every"],
+        gradscope_version=__version__,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        options=options,
+    )
+
+
+def module_table(watched: list[WatchedModule], forward_order: dict[str, int], forward_unseen: bool) -> list[ModuleInfo]:
+    """The watched modules in forward order; those that never ran come last, in tree order."""
+    unseen = len(forward_order)
+    ranked = sorted(enumerate(watched), key=lambda item: (forward_order.get(item[1].name, unseen + item[0]), item[0]))
+    return [
+        ModuleInfo(
+            name=w.name,
+            type=type(w.module).__name__,
+            num_params=sum(p.numel() for _, p in w.params),
+            params=[pname for pname, _ in w.params],
+            trainable_params=sum(p.numel() for _, p in w.params if p.requires_grad),
+            activation=w.activation,
+            is_leaf=w.is_leaf,
+            executed=w.name in forward_order or forward_unseen,  # unseen forwards: unknown, not unused
+        )
+        for _, w in ranked
+    ]
+
+
+def write_step(
+    record: RunRecord, watched: list[WatchedModule], step: int, values: StepValues, skipped: bool
+) -> None:
+    """The one place where a recorded step's values reach the record."""
+    layer_values = {}
+    params = [pname for w in watched for pname, _ in w.params]
+    for w in watched:
+        stats = {**values.activation_stats(w.name), **values.backprop_stats(w.name)}
+        if w.params and not skipped:
+            stats.update(values.gradient_stats([pname for pname, _ in w.params]))
+        layer_values[w.name] = stats
+    param_values = {} if skipped else {pname: values.gradient_stats([pname]) for pname in params}
+    record.append_step(step, layer_values, param_values, skipped=skipped)
+    if values.rank_grad_norms and not skipped:
+        record.log_scalar(step, "grad_norm_rank_max", max(values.rank_grad_norms))
+        record.log_scalar(step, "grad_norm_rank_min", min(values.rank_grad_norms))
+
+
+# ---- notes ----------------------------------------------------------------------------------------------
+def add_notes(record: RunRecord, notes: list[str]) -> None:
+    for note in notes:
+        if note not in record.meta.notes:
+            record.meta.notes.append(note)
+
+
+SCALER_MISSING_NOTE = (
+    "GradScaler skipped steps, but watch() was not given scaler=: backprop_norm is of the scaled loss "
+    "(its ratios along depth are right, its absolute values are multiplied by the loss scale)."
+)
+NO_OPTIMIZER_NOTE = "Gradients were read after each backward (no optimizer given): update_ratio is unavailable."
+_COMPILED_NOTE = (
+    "The model ran under torch.compile; gradscope's hooks ran eagerly between compiled pieces "
+    "(graph breaks at the watched modules), so every statistic was measured, on the outputs of the "
+    "compiled pieces."
+)
+
+
+def unseen_forward_note(fullgraph: bool) -> str:
+    """Why a training step's forward ran without hooks, and what that leaves out."""
+    missing = "activation statistics (act_*) and backprop_norm are not recorded; gradient, weight and update "
+    missing += "statistics are exact (they are read at the optimizer step, outside the compiled graph)."
+    if fullgraph:
+        return (
+            "gradscope: the model ran under torch.compile(fullgraph=True); gradscope's forward hooks would "
+            f"break the single graph, so they were disabled: {missing} Compile without fullgraph=True "
+            "(the hooks then run between graph pieces) to get them."
+        )
+    return (
+        "gradscope saw training steps but no forward hook ran: the model most likely runs code compiled "
+        "before gradscope attached (torch.compile does not see hooks added after its first call), so "
+        f"{missing} Attach gradscope before the first call of the compiled model to get them."
+    )
+
+
+def scale_out_notes(
+    world: int, rank: int, ranks: Any, forward_unseen: bool, compile_traced: bool, fullgraph: bool
+) -> list[str]:
+    """Notes on ranks and torch.compile: how the statistics relate to what the model computed."""
+    notes = []
+    if ranks is not None:
+        notes.append(
+            f"Trained by {world} ranks ({'FSDP2 shards' if ranks.sharded else 'DDP'}); statistics "
+            "are those of the global batch: activation sums and counts over all ranks (a unit is dead only if "
+            "dead on every rank; act_calls per rank, act_batch the global batch), gradients as the optimizer "
+            "used them (all-reduced, or the shards combined), backprop_norm of the rank-averaged loss."
+        )
+        if not ranks.is_main:
+            notes.append(f"This is rank {rank} of {world}: only rank 0 keeps the statistics.")
+    elif world > 1:
+        notes.append(
+            f"torch.distributed runs {world} processes, but the watched model is neither DDP-wrapped nor "
+            "FSDP2-sharded: the statistics are this rank's only. Wrap the model before watching it, or pass "
+            "process_group= to combine the ranks."
+        )
+    if forward_unseen:
+        notes.append(unseen_forward_note(fullgraph))
+    elif compile_traced:
+        notes.append(_COMPILED_NOTE)
+    return notes
+
