@@ -19,8 +19,10 @@ torch.compile: a hook that Dynamo traces runs eagerly in a graph break when the 
 graph breaks (statistics as in eager mode); under `fullgraph=True` it does nothing, so the
 compiled graph stays whole, and the record says which statistics are missing.
 
-Everything below that reaches into torch's private API lives here, once, so a torch upgrade
-that moves one of them is a change to one function.
+Everything that reaches into torch's private API lives here, once, so a torch upgrade that
+moves one of them is a change to one function. The public calls all exist in torch 2.3, the
+oldest release setup.cfg allows; private attributes whose shape changed between releases are
+read with a fallback (`getattr`) rather than by version number.
 """
 
 from __future__ import annotations
@@ -34,8 +36,6 @@ from torch.utils._pytree import tree_leaves
 
 from ..errors import GradscopeError
 from ..record import HookError
-
-TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 
 
 # ---- the hook wrapper ---------------------------------------------------------------------------

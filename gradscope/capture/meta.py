@@ -13,14 +13,17 @@ from typing import Any, Optional
 
 import torch
 
+from ..measure import StepValues
 from ..model_tree import WatchedModule
 from ..record import ModuleInfo, RunMeta, RunRecord
-from ..measure import StepValues
 from ..version import __version__
 
 
-def run_meta(model: torch.nn.Module, optimizer: Optional[Any], options: dict[str, Any]) -> RunMeta:
-    """The record's header; `options` are the watch options as the user gave them."""
+def run_meta(model: torch.nn.Module, optimizer: Optional[Any], **options: Any) -> RunMeta:
+    """The record's header; `options` are the watch options (include/exclude as given, listed)."""
+    for key in ("include", "exclude"):
+        patterns = options[key]
+        options[key] = patterns if patterns is None or isinstance(patterns, str) else list(patterns)
     params = list(model.parameters())
     return RunMeta(
         model_class=type(model).__name__,

@@ -19,18 +19,18 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 from torch import nn
 
-from ..distributed import combiner_for, is_sharded, local_tensor, process_rank
+from ..distributed import combiner_for, is_sharded, process_rank
 from ..errors import GradscopeError
-from ..measure import PARAMETER_SAMPLE, SAMPLING_NOTE, StepAccumulator, sample
-from ..model_tree import WatchedModule, saturation_counter, select_modules, unwrap
+from ..model_tree import WatchedModule, select_modules, unwrap
 from ..record import RunRecord
-from ..statdefs import NONNEGATIVE, RELU_FAMILY
+from ..measure import SAMPLING_NOTE, StepAccumulator
 from . import meta
 from .clock import StepClock, StepEnd
 from .hooks import (
     BackwardEnd, CompileState, GradientSentinel, Hook, HookErrors, first_floating_tensor, in_backward, loss_scale,
     register_step_hooks,
 )
+from .probes import OutputProbe, UpdateProbe, current_gradients
 
 
 class Watcher:
@@ -88,19 +88,12 @@ class Watcher:
         self._attached = False
         self._accumulator = StepAccumulator()
         self._local_norms: dict[int, torch.Tensor] = {}
-        self._before_step: Optional[tuple[list[str], list[torch.Tensor], list[torch.Tensor]]] = None
+        self._update = UpdateProbe()
         self._last_layout: Optional[str] = None
-        options = {
-            "every": every,
-            "include": include if include is None or isinstance(include, str) else list(include),
-            "exclude": exclude if exclude is None or isinstance(exclude, str) else list(exclude),
-            "activations": activations,
-            "gradients": gradients,
-            "update_ratio": self.update_ratio,
-            "scaler": self.scaler is not None,
-            "world_size": self._world,
-        }
-        self._record = RunRecord(meta=meta.run_meta(self.model, optimizer, options))
+        self._record = RunRecord(meta=meta.run_meta(
+            self.model, optimizer, every=every, include=include, exclude=exclude, activations=activations,
+            gradients=gradients, update_ratio=self.update_ratio, scaler=self.scaler is not None, world_size=self._world,
+        ))
 
     # ---- public API -----------------------------------------------------------------------
     def attach(self) -> "Watcher":
@@ -124,7 +117,7 @@ class Watcher:
             self._remove_hooks()
             self._attached = False
             self._clock.detach()
-            self._before_step = None
+            self._update.clear()
             self._accumulator = StepAccumulator()
             self._refresh_record()
         return self._record
@@ -206,11 +199,7 @@ class Watcher:
 
     def _output_hook_for(self, w: WatchedModule) -> Callable[[nn.Module, Any, Any], None]:
         module_ref = weakref.ref(w.module)
-        count_saturated = saturation_counter(w.module, w.activation)
-        nonnegative = w.activation in NONNEGATIVE
-        # Units can only die where zero is a large part of the output range (ReLU and friends);
-        # a Linear or Conv output is 0 for every sample only when its weights are.
-        tracks_dead_units = w.activation in RELU_FAMILY or w.activation in NONNEGATIVE
+        probe = OutputProbe(w, self.activations, self.gradients)
         # Made once per module, not per call: the same hook goes on every output of this module.
         backprop_hook = self._hook(f"backprop:{w.name}", lambda grad: self._on_output_grad(w.name, grad))
 
@@ -219,29 +208,18 @@ class Watcher:
                 return
             if not self._clock.module_forward(w.name, module.training, in_backward()):
                 return  # non-reentrant activation checkpointing recomputes a forward already seen
-            recorded = self._clock.recording
             if not module.training:
-                if recorded:
+                if self._clock.recording:
                     self._accumulator.add_eval_call(w.name)
                 return
             self._forward_order.setdefault(w.name, len(self._forward_order))
             out = first_floating_tensor(output)
             if out is None:
                 return
-            layout = w.layout or self._last_layout
+            layout = w.layout or self._last_layout  # a module without its own layout: the previous one's
             if w.layout is not None:
                 self._last_layout = w.layout
-            unit_dim = (1 if layout == "first" else out.dim() - 1) if out.dim() >= 2 else None
-            if not recorded:
-                # Between recorded steps (every=N) only unit activity is watched, for act_dead_frac.
-                if self.activations and tracks_dead_units and unit_dim is not None:
-                    self._accumulator.add_unit_activity(w.name, out, unit_dim, nonnegative)
-                return
-            if self.activations:
-                self._accumulator.add_activation(
-                    w.name, out, unit_dim if tracks_dead_units else None, count_saturated, nonnegative
-                )
-            if self.gradients and out.requires_grad:
+            if probe.measure(self._accumulator, out, layout, self._clock.recording):
                 self._step_handles.append(out.register_hook(backprop_hook))
 
         return on_forward
@@ -262,44 +240,26 @@ class Watcher:
 
     def _on_backward_end(self) -> None:
         if self._clock.recording and self.gradients:
-            self._accumulator.add_gradients(*self._current_gradients())
+            self._accumulator.add_gradients(*current_gradients(self._params, self._sharded))
         self._close(self._clock.backward_end())
 
     def _on_optimizer_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._clock.optimizer_pre_step()
         if not self._clock.recording or not self.gradients:
             return
-        named, weights = self._current_gradients()
+        named, weights = current_gradients(self._params, self._sharded)
         self._accumulator.add_gradients(named, weights)
         if self._local_norms:
             self._accumulator.add_local_gradient_norm(list(self._local_norms.values()))
             self._local_norms = {}
-        if self.update_ratio and named:
-            # A copy of (a sample of) the weights, so the post-step hook can measure the update.
-            samples = [sample(w.detach(), PARAMETER_SAMPLE) for w in weights]
-            self._before_step = ([n for n, _ in named], samples, [s.clone() for s in samples])
+        if self.update_ratio:
+            self._update.before_step(named, weights)
 
     def _on_optimizer_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         try:
-            if self._before_step is not None:
-                names, after, before = self._before_step  # `after`: views of the weights, updated in place
-                self._before_step = None
-                torch._foreach_sub_(before, after)
-                self._accumulator.add_updates(names, before)
+            self._update.after_step(self._accumulator)
         finally:
             self._close(self._clock.optimizer_post_step())  # always: under DDP/FSDP the other ranks wait
-
-    def _current_gradients(self) -> tuple[list[tuple[str, torch.Tensor]], list[torch.Tensor]]:
-        named, weights = [], []
-        for pname, param in self._params:
-            if param.grad is not None:
-                if self._sharded:  # FSDP2: this rank's shard; the ranks are combined at the flush
-                    named.append((pname, local_tensor(param.grad)))
-                    weights.append(local_tensor(param))
-                else:
-                    named.append((pname, param.grad))
-                    weights.append(param)
-        return named, weights
 
     # ---- steps --------------------------------------------------------------------------------------
     def _check_discarded_gradients(self) -> None:
