@@ -21,9 +21,9 @@ from torch import nn
 
 from ..distributed import combiner_for, is_sharded, process_rank
 from ..errors import GradscopeError
+from ..measure import SAMPLING_NOTE, StepAccumulator
 from ..model_tree import WatchedModule, select_modules, unwrap
 from ..record import RunRecord
-from ..measure import SAMPLING_NOTE, StepAccumulator
 from . import meta
 from .clock import StepClock, StepEnd
 from .hooks import (
