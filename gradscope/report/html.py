@@ -7,13 +7,17 @@ Content comes from `page.build_report_page` (plain data); this module only lays 
 `Section`s for `render_page`, the page machinery the depth sweep reuses:
 
     render_page("Depth sweep", [Section("Results", "text", tables=[Table(...)], figures=[Figure(png, alt)])])
+
+To add a section: put what it shows into `ReportPage` (page.py: plain data, testable without
+HTML), write a function `ReportPage -> Section | None` here (None leaves the section and its
+link out), and list it in `SECTIONS` at the end of this module, in page order.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ..diagnose.finding import Diagnosis
 from ..io import write_file
@@ -52,18 +56,22 @@ def write_html(
 
 
 def report_sections(page: ReportPage) -> list[Section]:
-    return [
-        Section(
-            "Verdict",
-            element("p", inline_code(page.verdict.sentence)),
-            anchor="verdict",
-            css_class=f"verdict sev-{page.verdict.severity}",
-        ),
-        Section("Findings", _findings_html(page.findings), anchor="findings"),
-        _figures_section(page),
-        _layers_section(page),
-        _run_section(page),
-    ]
+    """Every section in `SECTIONS` that has something to show, in page order."""
+    built = (build(page) for build in SECTIONS)
+    return [section for section in built if section is not None]
+
+
+def _verdict_section(page: ReportPage) -> Section:
+    return Section(
+        "Verdict",
+        element("p", inline_code(page.verdict.sentence)),
+        anchor="verdict",
+        css_class=f"verdict sev-{page.verdict.severity}",
+    )
+
+
+def _findings_section(page: ReportPage) -> Section:
+    return Section("Findings", _findings_html(page.findings), anchor="findings")
 
 
 def _findings_html(findings: list[FindingView]) -> Markup:
@@ -138,3 +146,12 @@ def _run_section(page: ReportPage) -> Section:
         body = element("ul", join(element("li", note) for note in page.notes))
     return Section("Run", body, tables=tables, anchor="run")
 
+
+# The report's sections, in page order (see the module docstring to add one).
+SECTIONS: tuple[Callable[[ReportPage], Optional[Section]], ...] = (
+    _verdict_section,
+    _findings_section,
+    _figures_section,
+    _layers_section,
+    _run_section,
+)
