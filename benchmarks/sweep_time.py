@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import gradscope
-from gradscope.sweep import bundled_task, build_network
+from gradscope.sweep import build_network, bundled_task
 from gradscope.sweep.config import MOMENTUM
 from gradscope.sweep.runner import default_workers
 

@@ -10,7 +10,15 @@ import click
 import gradscope
 from gradscope.outputs import OutputPaths
 
-from .common import config_option, debug_option, exit_code_for, fail_on_option, output_options, run_guarded, write_outputs
+from .common import (
+    config_option,
+    debug_option,
+    exit_code_for,
+    fail_on_option,
+    output_options,
+    run_guarded,
+    write_outputs,
+)
 
 
 @click.command("report")

@@ -25,10 +25,14 @@ class NumberStyle:
     group_thousands: bool  # integers as 1,234,567 (else plainly below a million, then scientific)
 
 
-TEXT = NumberStyle(digits=3, scientific_digits=2, plain_from=0.01, plain_below=10_000, missing="-", nan="nan", inf="inf",
-                   group_thousands=False)
-HTML = NumberStyle(digits=4, scientific_digits=4, plain_from=1e-3, plain_below=1e5, missing="\u2014", nan="NaN", inf="Inf",
-                   group_thousands=True)
+TEXT = NumberStyle(
+    digits=3, scientific_digits=2, plain_from=0.01, plain_below=10_000, missing="-", nan="nan", inf="inf",
+    group_thousands=False,
+)
+HTML = NumberStyle(
+    digits=4, scientific_digits=4, plain_from=1e-3, plain_below=1e5, missing="\u2014", nan="NaN", inf="Inf",
+    group_thousands=True,
+)
 
 
 def format_number(value: Optional[float], style: NumberStyle = TEXT) -> str:

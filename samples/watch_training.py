@@ -24,7 +24,7 @@ def main() -> None:
     targets = (inputs[:, 0] > 0).long() + (inputs[:, 1] > 0).long()
 
     with gradscope.watch(model, optimizer=optimizer) as run:  # 1. attach
-        for step in range(50):
+        for _ in range(50):
             batch = torch.randint(0, len(inputs), (32,))
             loss = nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
             loss.backward()

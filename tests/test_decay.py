@@ -33,4 +33,5 @@ def test_no_fit_without_two_measurable_layers(signal):
 
 
 def test_ratio_needs_both_ends():
-    assert first_last_ratio([None, 1.0]) is None and first_last_ratio([1.0, 0.0]) is None and first_last_ratio([]) is None
+    assert first_last_ratio([None, 1.0]) is None and first_last_ratio([1.0, 0.0]) is None
+    assert first_last_ratio([]) is None

@@ -89,7 +89,7 @@ def test_table_fits_the_width_and_truncates_long_names_in_the_middle():
         assert max(len(line) for line in table) <= width
         truncated = [line for line in table if "…" in line]
         assert truncated and truncated[0].split()[1].startswith("encoder.") and truncated[0].split()[1].endswith("name")
-    prose = [l for l in render_text(record, gradscope.diagnose(record)).splitlines() if not l.startswith("      ")]
+    prose = [line for line in render_text(record, gradscope.diagnose(record)).splitlines() if not line.startswith("      ")]
     assert max(len(line) for line in prose) <= 100  # snippet lines (indented code) aside
 
 
@@ -101,7 +101,7 @@ def test_report_of_a_real_watched_model(capsys):
     text = report_text(record, diagnosis)
     assert capsys.readouterr().out == ""  # returns, never prints
     table = text.split("\n\n")[1].splitlines()
-    rows = [line.split() for line in table[table.index(next(l for l in table if l.startswith("--"))) + 1 :]]
+    rows = [line.split() for line in table[table.index(next(line for line in table if line.startswith("--"))) + 1 :]]
     names = [row[1] if row[0] in ("E", "W") else row[0] for row in rows]
     assert names == [str(i) for i in range(19)]  # forward order, every module with statistics
     assert rows[0][0] == "E"  # the first Linear is named in the vanishing-gradients error

@@ -21,6 +21,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..capture import watch
+from ..errors import ConfigError, GradscopeError, ModelFileError
+from ..record import RunRecord
 from .batches import (
     BatchSource,
     batch_weight,
@@ -29,10 +32,7 @@ from .batches import (
     make_loss,
     to_device,
 )
-from ..capture import watch
-from ..errors import ConfigError, GradscopeError, ModelFileError
 from .modelfile import ModelFile, exception_summary, load_model_file, user_code, user_location
-from ..record import RunRecord
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}

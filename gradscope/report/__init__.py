@@ -2,3 +2,5 @@
 
 from .sweep_table import render_table as sweep_table
 from .text import render_text as text
+
+__all__ = ["sweep_table", "text"]

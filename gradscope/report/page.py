@@ -109,9 +109,9 @@ def build_report_page(
         layers=_layer_rows(record, findings, {f.code: v.anchor for f, v in zip(findings, views)}),
         summary=[
             ("Model", record.meta.model_class or "unknown"),
-            ("Parameters", format_number(record.meta.num_params, HTML)),
-            ("Recorded steps", format_number(len(record.steps), HTML)),
-            ("Layers", format_number(len(record.modules), HTML)),
+            ("Parameters", _number(record.meta.num_params)),
+            ("Recorded steps", _number(len(record.steps))),
+            ("Layers", _number(len(record.modules))),
         ],
         run_info=_run_info(record),
         options=[(str(k), _describe(v)) for k, v in record.meta.options.items()],
@@ -174,7 +174,7 @@ def _steps_phrase(steps: list[int]) -> str:
 def _describe(value: Any, limit: int = 10) -> str:
     """Evidence and option values as short text (escaping happens when the page is rendered)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format_number(value, HTML)
+        return _number(value)
     if isinstance(value, (list, tuple)):
         items = [_describe(v, limit) for v in value[:limit]]
         return ", ".join(items) + (f", \u2026 ({len(value)} in all)" if len(value) > limit else "")
@@ -221,7 +221,7 @@ def _run_info(record: RunRecord) -> list[tuple[str, str]]:
     step_range = f"{len(steps)} ({steps[0]}\u2013{steps[-1]}, every {meta.every})" if steps else "none"
     info = [
         ("Model class", meta.model_class or "unknown"),
-        ("Parameters", f"{format_number(meta.num_params, HTML)} ({format_number(meta.trainable_params, HTML)} trainable)"),
+        ("Parameters", f"{_number(meta.num_params)} ({_number(meta.trainable_params)} trainable)"),
         ("Recorded steps", step_range),
         ("Skipped steps (non-finite gradients)", _describe(record.skipped_steps) if record.skipped_steps else "none"),
         ("Gradients read", {"optimizer": "at optimizer.step()", "backward": "after each backward()"}.get(
@@ -243,3 +243,7 @@ def _hook_error_notes(record: RunRecord) -> list[str]:
         "Training went on; statistics of that hook may be missing."
         for e in record.hook_errors
     ]
+
+
+def _number(value: Optional[float]) -> str:
+    return format_number(value, HTML)

@@ -13,8 +13,8 @@ from torch import nn
 
 from gradscope.analyze import AnalyzeConfig, analyze_file
 from gradscope.analyze.batches import BatchSource, default_loss, parse_input_shape
-from gradscope.errors import ConfigError, ModelFileError
 from gradscope.analyze.modelfile import MODULE_NAME, load_model_file
+from gradscope.errors import ConfigError, ModelFileError
 
 
 @pytest.fixture

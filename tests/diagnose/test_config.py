@@ -46,7 +46,8 @@ def test_defaults_and_merge():
     defaults = load_config()
     assert isinstance(defaults, Config) and defaults.section("dead_relu")["warn_fraction"] == 0.4
     merged = defaults.merged({"dead_relu": {"warn_fraction": 1}})
-    assert merged.section("dead_relu")["warn_fraction"] == 1.0 and isinstance(merged.section("dead_relu")["warn_fraction"], float)
+    warn_fraction = merged.section("dead_relu")["warn_fraction"]
+    assert warn_fraction == 1.0 and isinstance(warn_fraction, float)
     assert merged.section("dead_relu")["error_fraction"] == 0.9  # untouched keys keep their defaults
     assert defaults.section("dead_relu")["warn_fraction"] == 0.4  # the original is not changed
 

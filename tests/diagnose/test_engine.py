@@ -110,7 +110,7 @@ def test_unnormalized_pairs_skip_layers_that_already_have_a_norm():
             ModuleInfo("head", "Linear", 1, ["head.weight"]),
         ]
     )
-    assert [(l.name, a.name) for l, a in unnormalized_pairs(record)] == [("a", "a_act"), ("c", "c_act")]
+    assert [(layer.name, act.name) for layer, act in unnormalized_pairs(record)] == [("a", "a_act"), ("c", "c_act")]
 
 
 def test_compact_numbers():

@@ -11,7 +11,14 @@ import torch
 import gradscope
 from gradscope.errors import GradscopeError, RecordFormatError
 from gradscope.report import sweep_table
-from gradscope.sweep import ConfigSummary, SweepData, SweepOptionError, SweepResult, UnknownConfigError, fit_decay_factor
+from gradscope.sweep import (
+    ConfigSummary,
+    SweepData,
+    SweepOptionError,
+    SweepResult,
+    UnknownConfigError,
+    fit_decay_factor,
+)
 from gradscope.sweep.reading import describe
 
 

@@ -55,7 +55,7 @@ def reference_backprop(activation: str, depth: int, init: str, seed: int = 0, ba
     signal = [float(torch.sqrt((o.grad.double() ** 2).sum())) for o in outputs]
     sparsity = [float((o == 0).double().mean()) for o in outputs]
     reference_backprop.grad_rms = [  # weight and bias together, as statdefs defines grad_rms
-        float(torch.cat([l.weight.grad.double().flatten(), l.bias.grad.double()]).pow(2).mean().sqrt()) for l in linears
+        float(torch.cat([fc.weight.grad.double().flatten(), fc.bias.grad.double()]).pow(2).mean().sqrt()) for fc in linears
     ]
     return signal, sparsity
 

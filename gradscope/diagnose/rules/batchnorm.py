@@ -11,9 +11,9 @@ from statistics import median
 from typing import Any, Mapping
 
 from ...record import RunRecord
+from ..advice import code
 from ..finding import Finding
 from ..numbers import compact, name_list
-from ..advice import code
 from ..reading import is_batchnorm, module_expr, points
 from ..rule import Rule
 

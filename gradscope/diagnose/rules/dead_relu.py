@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ...record import RunRecord
+from ...statdefs import RELU_FAMILY  # activations that are exactly 0 on a half-line: they can die
 from ..advice import activation_swap_snippet, batchnorm_snippet, code, feeding_layers, init_snippet, unnormalized_pairs
 from ..finding import Finding
 from ..numbers import name_list, percent
-from ...statdefs import RELU_FAMILY  # activations that are exactly 0 on a half-line: they can die
 from ..reading import activation_modules, smallest_of_last
 from ..rule import Rule
+
 
 class DeadRelu(Rule):
     name = "dead_relu"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ...record import RunRecord
+from ...statdefs import SATURATING
 from ..advice import activation_swap_snippet, batchnorm_snippet, code, feeding_layers, init_snippet, unnormalized_pairs
 from ..finding import Finding
 from ..numbers import name_list, percent
-from ...statdefs import SATURATING
 from ..reading import hidden_modules, median_of
 from ..rule import Rule
 

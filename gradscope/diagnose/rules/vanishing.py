@@ -10,10 +10,17 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ...record import RunRecord
-from ..advice import activation_swap_snippet, batchnorm_snippet, code, init_snippet, residual_snippet, unnormalized_pairs
+from ...statdefs import RELU_FAMILY, SATURATING
+from ..advice import (
+    activation_swap_snippet,
+    batchnorm_snippet,
+    code,
+    init_snippet,
+    residual_snippet,
+    unnormalized_pairs,
+)
 from ..finding import Finding
 from ..numbers import compact, name_list, percent
-from ...statdefs import RELU_FAMILY, SATURATING
 from ..reading import hidden_modules, is_linear_or_conv, median_of, weight_layers
 from ..rule import Rule
 from .depth import depth_profiles
