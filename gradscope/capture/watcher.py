@@ -27,7 +27,14 @@ from ..record import RunRecord
 from . import meta
 from .clock import StepClock, StepEnd
 from .hooks import (
-    BackwardEnd, CompileState, GradientSentinel, Hook, HookErrors, first_floating_tensor, in_backward, loss_scale,
+    BackwardEnd,
+    CompileState,
+    GradientSentinel,
+    Hook,
+    HookErrors,
+    first_floating_tensor,
+    in_backward,
+    loss_scale,
     register_step_hooks,
 )
 from .probes import OutputProbe, UpdateProbe, current_gradients
