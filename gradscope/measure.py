@@ -19,6 +19,7 @@ forms it. Ranks and windows need nothing more.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
@@ -382,6 +383,21 @@ class StepAccumulator:
                 self.queue("update_norm", n, v)
 
     # ---- window bookkeeping -----------------------------------------------------------------
+    def copy(self) -> "StepAccumulator":
+        """The window so far with containers and counters of its own (tensors shared): what a step
+        that turns out to be no step (its gradients discarded, see capture.clock) rolls back to."""
+
+        def own(value: Any) -> Any:
+            if isinstance(value, dict):
+                copied = copy.copy(value)  # a defaultdict keeps its factory
+                copied.update({key: own(item) for key, item in value.items()})
+                return copied
+            if isinstance(value, list):
+                return list(value)
+            return value if isinstance(value, torch.Tensor) else copy.copy(value)
+
+        return StepAccumulator(**{f.name: own(getattr(self, f.name)) for f in fields(self)})
+
     def end_unrecorded_step(self) -> None:
         """Between recorded steps only per-unit activity accumulates: fold it to one tensor a layer."""
         for name, peaks in self.per_unit.items():

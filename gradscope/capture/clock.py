@@ -81,9 +81,11 @@ class StepClock:
             self._forwarded.add(name)
         return True
 
-    def param_grad(self) -> None:
-        """A backward accumulated a parameter's gradient."""
+    def param_grad(self) -> bool:
+        """A backward accumulated a parameter's gradient; True for the step's first."""
+        first = not self._backward
         self._backward = True
+        return first
 
     def backward_end(self) -> StepEnd:
         """A backward finished (only reported without an optimizer: then it ends the step)."""

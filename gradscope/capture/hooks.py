@@ -28,10 +28,12 @@ read with a fallback (`getattr`) rather than by version number.
 from __future__ import annotations
 
 import weakref
+from collections import defaultdict
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
+from torch.amp.grad_scaler import OptState
 from torch.utils._pytree import tree_leaves
 
 from ..errors import GradscopeError
@@ -223,12 +225,52 @@ def register_step_hooks(optimizer: torch.optim.Optimizer, pre: Hook, post: Hook)
     return [optimizer.register_step_pre_hook(pre), optimizer.register_step_post_hook(post)]
 
 
-def loss_scale(scaler: Any, skipped: bool) -> Optional[torch.Tensor]:
-    """The factor GradScaler multiplied the loss by in the step that just ended, as a 0-d float
-    tensor on its device (no host copy), or None when it has none yet."""
-    scale = getattr(scaler, "_scale", None)  # private: GradScaler has no device-side getter
-    if scale is None:
-        return None
-    # A skipped step is noticed after scaler.update() has already backed the scale off.
-    used = scale / scaler.get_backoff_factor() if skipped else scale
-    return used.detach().reshape(()).float()
+class ScalerSkips:
+    """Whether GradScaler skipped the watched optimizer's step, from the scaler's own bookkeeping.
+
+    GradScaler keeps, per optimizer and per iteration (until `update()`), a small dict: its stage
+    (READY, UNSCALED, STEPPED) and the found-inf flags of the gradients it unscaled. At the first
+    backward of a step this holds that dict (creating the READY entry the scaler itself would
+    create, as its defaultdict does); the scaler fills it in when it steps or skips this
+    optimizer, and `update()` replaces the table but not the dict held here. A step it skipped is
+    then STEPPED with a found-inf flag set: read once, only when gradients were discarded without
+    a step. No guess from the gradients or the loss scale: a GAN's discriminator, whose gradients
+    from the generator's loss are thrown away, is never mistaken for an AMP overflow.
+
+    (The held entry makes the scaler refuse to be pickled whole until its next `update()`; saving
+    `scaler.state_dict()`, the documented way, is unaffected.)
+    """
+
+    def __init__(self, scaler: Any, optimizer: torch.optim.Optimizer) -> None:
+        self._scaler = scaler
+        self._optimizer = optimizer
+        self._entry: Optional[dict] = None
+        self._scale: Optional[torch.Tensor] = None
+
+    def step_began(self, recorded: bool) -> None:
+        """At a step's first backward: hold this iteration's entry, and the loss scale of the step."""
+        states = getattr(self._scaler, "_per_optimizer_states", None)  # private: no public equivalent
+        self._entry = None
+        if isinstance(states, defaultdict):
+            entry = states[id(self._optimizer)]
+            # Not READY: the scaler already stepped (or skipped) this optimizer in this iteration,
+            # so this backward's gradients cannot be part of a step it skips.
+            if isinstance(entry, dict) and entry.get("stage") is OptState.READY:
+                self._entry = entry
+        scale = getattr(self._scaler, "_scale", None)
+        self._scale = scale.detach().reshape(()).float().clone() if recorded and scale is not None else None
+
+    def skipped(self) -> bool:
+        """Did the scaler skip the step whose gradients were just found discarded? (one host copy)"""
+        entry, self._entry = self._entry, None
+        if entry is None or entry.get("stage") is not OptState.STEPPED:
+            return False
+        return any(bool(flag.item()) for flag in entry.get("found_inf_per_device", {}).values())
+
+    def used_scale(self) -> Optional[torch.Tensor]:
+        """The factor the loss was multiplied by in the step that just ended (0-d, on its device)."""
+        scale, self._scale = self._scale, None
+        if scale is None:  # the step's backward ran before attach(): the scale now is the one it used
+            now = getattr(self._scaler, "_scale", None)
+            scale = now.detach().reshape(()).float() if now is not None else None
+        return scale

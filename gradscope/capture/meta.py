@@ -84,16 +84,24 @@ def add_notes(record: RunRecord, notes: list[str]) -> None:
             record.meta.notes.append(note)
 
 
-SCALER_MISSING_NOTE = (
-    "GradScaler skipped steps, but watch() was not given scaler=: backprop_norm is of the scaled loss "
-    "(its ratios along depth are right, its absolute values are multiplied by the loss scale)."
-)
 NO_OPTIMIZER_NOTE = "Gradients were read after each backward (no optimizer given): update_ratio is unavailable."
 _COMPILED_NOTE = (
     "The model ran under torch.compile; gradscope's hooks ran eagerly between compiled pieces "
     "(graph breaks at the watched modules), so every statistic was measured, on the outputs of the "
     "compiled pieces."
 )
+
+
+def void_steps_note(count: int, scaler_known: bool) -> str:
+    """Backward passes through the network that no optimizer step of it followed."""
+    note = (
+        f"{count} backward pass(es) reached this network's parameters, and their gradients were discarded "
+        "without an optimizer step: they are not steps, and nothing measured in them is recorded (another "
+        "network's loss flowing through this one, as in a GAN"
+    )
+    if scaler_known:
+        return note + ")."
+    return note + ", or steps a GradScaler skipped: pass scaler= to watch() to record those as skipped)."
 
 
 def unseen_forward_note(fullgraph: bool) -> str:

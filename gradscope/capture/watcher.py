@@ -32,9 +32,9 @@ from .hooks import (
     GradientSentinel,
     Hook,
     HookErrors,
+    ScalerSkips,
     first_floating_tensor,
     in_backward,
-    loss_scale,
     register_step_hooks,
 )
 from .probes import OutputProbe, UpdateProbe, current_gradients
@@ -73,7 +73,7 @@ class Watcher:
         self.update_ratio = update_ratio and optimizer is not None
         # With a GradScaler the backward runs on the scaled loss: dL/d(output) is multiplied by
         # the scale. Parameter gradients are read after unscale_; the backprop signal is divided
-        # by the scale of its step here (without the scaler it stays scaled, and the record says so).
+        # by the scale of its step here, and a step the scaler skipped is recorded as skipped.
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self._watched = select_modules(self.model, include, exclude)
         self._params = [(pname, p) for w in self._watched for pname, p in w.params]
@@ -94,6 +94,9 @@ class Watcher:
         self._step_handles: list[Any] = []  # tensor hooks on this step's outputs: gone with the step
         self._attached = False
         self._accumulator = StepAccumulator()
+        self._window_start: Optional[StepAccumulator] = None  # the window as the last step left it
+        self._void_steps = 0  # backward passes whose gradients were discarded without a step
+        self._scaler_skips = ScalerSkips(self.scaler, optimizer) if self.scaler is not None else None
         self._local_norms: dict[int, torch.Tensor] = {}
         self._update = UpdateProbe()
         self._last_layout: Optional[str] = None
@@ -126,6 +129,7 @@ class Watcher:
             self._clock.detach()
             self._update.clear()
             self._accumulator = StepAccumulator()
+            self._window_start = None
             self._refresh_record()
         return self._record
 
@@ -237,7 +241,8 @@ class Watcher:
             self._backward_end.request()
 
     def _on_param_accumulated(self, param: nn.Parameter) -> None:
-        self._clock.param_grad()
+        if self._clock.param_grad() and self._scaler_skips is not None:
+            self._scaler_skips.step_began(self._clock.recording)
         self._sentinel.mark(param)
         if self._rank_spread and self._clock.recording and param.grad is not None:
             # DDP's own hook on this gradient runs after this one: still this rank's gradient.
@@ -270,26 +275,33 @@ class Watcher:
 
     # ---- steps --------------------------------------------------------------------------------------
     def _check_discarded_gradients(self) -> None:
-        """A backward happened and no optimizer step followed: were its gradients consumed
-        (unscaled in place or zeroed)? GradScaler skipped the step for non-finite gradients."""
+        """A backward happened and no optimizer step followed: were its gradients consumed (zeroed,
+        or unscaled in place)? A skipped step if the GradScaler says it skipped, else no step."""
         if self._clock.awaits_optimizer and self._sentinel.discarded():
-            self._close(self._clock.gradients_discarded(scaler_skipped=True))
+            skipped = self._scaler_skips is not None and self._scaler_skips.skipped()
+            self._close(self._clock.gradients_discarded(scaler_skipped=skipped))
 
     def _close(self, end: StepEnd) -> None:
         """Flush what the step measured, if it is recorded, and forget its tensors."""
         if end.forward_unseen and (self._compile_state.fullgraph or not end.first_since_attach):
             self._note_unseen_forward()  # the first step may have run its forward before attach()
         try:
-            if end.recorded:
-                scale = loss_scale(self.scaler, end.skipped) if self.scaler is not None else None
+            scale = self._scaler_skips.used_scale() if self._scaler_skips is not None else None
+            if end.void:  # never a step: forget what was measured since the last one
+                self._void_steps += 1
+                self._accumulator = self._window_start.copy() if self._window_start else StepAccumulator()
+            elif end.recorded:
                 if scale is not None:
                     self._accumulator.queue("loss_scale", "", scale)
                 accumulator, self._accumulator = self._accumulator, StepAccumulator()
+                self._window_start = None
                 values = accumulator.flush(self._ranks)
                 if self._keeps_statistics:
                     meta.write_step(self._record, self._watched, end.step, values, end.skipped)
             else:
                 self._accumulator.end_unrecorded_step()
+                if self.optimizer is not None:  # a later step may turn out void and roll back to here
+                    self._window_start = self._accumulator.copy()
         finally:
             self._step_handles.clear()  # their tensors are gone with the step
             self._sentinel.clear()
@@ -309,10 +321,11 @@ class Watcher:
     def _refresh_record(self) -> None:
         self._record.modules = meta.module_table(self._watched, self._forward_order, self._forward_unseen)
         self._record.hook_errors = self._errors.as_list()
-        notes = [meta.SCALER_MISSING_NOTE] if self._record.skipped_steps and self.scaler is None else []
-        notes.append(SAMPLING_NOTE)
+        notes = [SAMPLING_NOTE]
         if self.optimizer is None:
             notes.append(meta.NO_OPTIMIZER_NOTE)
+        if self._void_steps:
+            notes.append(meta.void_steps_note(self._void_steps, scaler_known=self.scaler is not None))
         state = self._compile_state
         notes += meta.scale_out_notes(
             self._world, self._rank, self._ranks, self._forward_unseen, state.traced, state.fullgraph

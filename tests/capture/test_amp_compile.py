@@ -156,7 +156,7 @@ def test_grad_scaler_with_bf16_autocast_skips_are_amp_overflow_not_exploding_gra
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     batches = classification_batches(4, batch=16)
-    with gradscope.watch(model, optimizer=opt) as run:
+    with gradscope.watch(model, optimizer=opt, scaler=scaler) as run:
         _train(model, model, opt, batches, torch.bfloat16, scaler=scaler, overflow_at=1)
     record = run.record
     assert record.skipped_steps == [1]
@@ -178,7 +178,7 @@ def test_fp16_autocast_with_grad_scaler_on_cuda():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0**16)
     batches = classification_batches(4, batch=16)
-    with gradscope.watch(model, optimizer=opt) as run:
+    with gradscope.watch(model, optimizer=opt, scaler=scaler) as run:
         _train(model, model, opt, batches, torch.float16, device="cuda", scaler=scaler, overflow_at=1)
     record = run.record
     assert record.skipped_steps == [1]

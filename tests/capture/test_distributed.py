@@ -135,7 +135,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         ddp = DDP(model)
         opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
         scaler = torch.amp.GradScaler("cpu")
-        with gradscope.watch(ddp, optimizer=opt) as run:
+        with gradscope.watch(ddp, optimizer=opt, scaler=scaler) as run:
             for i, batch in enumerate(_ddp_batches()):
                 x, y = _local(batch, rank)
                 loss = F.cross_entropy(ddp(x), y) * (float("inf") if (i, rank) == (1, 1) else 1.0)

@@ -233,36 +233,53 @@ def test_dict_and_tuple_outputs():
     assert record.series("grad_norm", "attn")[0] > 0  # in_proj_weight is owned by attn itself
 
 
-def test_grad_scaler_skipped_step_is_recorded_as_skipped_and_gradients_are_unscaled():
+def _scaler_run(steps: int, watch_scaler: bool, overflow_at: int = 1):
+    """A GradScaler loop whose loss overflows at one step; watched with or without scaler=."""
     torch.manual_seed(0)
     model = mlp()
     reference = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    batches = classification_batches(4)
-    with gradscope.watch(model, optimizer=opt) as run:
+    batches = classification_batches(steps)
+    with gradscope.watch(model, optimizer=opt, scaler=scaler if watch_scaler else None) as run:
         for i, (x, y) in enumerate(batches):
             loss = F.cross_entropy(model(x), y)
-            if i == 1:
+            if i == overflow_at:
                 loss = loss * float("inf")  # forced overflow: GradScaler must skip this step
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             opt.zero_grad()
-            run.log(loss=loss.item())
-    record = run.record
+    return run.record, reference, batches
+
+
+def test_grad_scaler_skipped_step_is_recorded_as_skipped_and_gradients_are_unscaled():
+    record, reference, batches = _scaler_run(4, watch_scaler=True)
     assert record.steps == [0, 1, 2, 3]
     assert record.skipped_steps == [1]
     assert record.series("grad_norm", "0")[1] is None  # not a huge gradient: no gradient statistics
-    assert record.series("act_calls", "0")[1] == 1.0
+    assert record.series("act_calls", "0") == [1.0] * 4
     # step 0 is identical to an unscaled plain step
     x, y = batches[0]
     F.cross_entropy(reference(x), y).backward()
     expected = torch.linalg.vector_norm(reference[0].weight.grad).item()
     assert record.series("grad_norm", "0.weight")[0] == pytest.approx(expected, rel=1e-5)
-    # without scaler= the backprop signal is of the scaled loss, and the record says so
-    assert record.series("backprop_norm", "0")[0] > 1000
-    assert any("scaler=" in note for note in record.meta.notes)
+    assert not any("discarded" in note for note in record.meta.notes)
+
+
+def test_without_scaler_a_skipped_step_is_no_step_and_the_record_says_to_pass_scaler():
+    # Without the scaler gradscope cannot tell a GradScaler skip from gradients thrown away
+    # for another reason (a GAN): it never guesses an AMP overflow.
+    record, reference, batches = _scaler_run(4, watch_scaler=False)
+    assert record.steps == [0, 1, 2] and record.skipped_steps == []
+    assert record.series("act_calls", "0") == [1.0] * 3  # the dropped pass is not merged into a step
+    x, y = batches[0]
+    F.cross_entropy(reference(x), y).backward()
+    expected = torch.linalg.vector_norm(reference[0].weight.grad).item()
+    assert record.series("grad_norm", "0.weight")[0] == pytest.approx(expected, rel=1e-5)  # read after unscale_
+    assert record.series("backprop_norm", "0")[0] > 1000  # of the scaled loss
+    assert any("discarded" in note and "scaler=" in note for note in record.meta.notes)
+    assert "amp-overflow" not in gradscope.diagnose(record).codes()
 
 
 def test_backprop_signal_is_unscaled_when_the_watcher_knows_the_scaler():

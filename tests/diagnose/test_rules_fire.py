@@ -315,7 +315,7 @@ def test_gradscaler_skips_are_amp_overflow_not_exploding(data):
     model = stack([16, 32, 4], nn.ReLU)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # overflows until it has halved twice
-    with gradscope.watch(model, optimizer=opt) as run:
+    with gradscope.watch(model, optimizer=opt, scaler=scaler) as run:
         for x, y in batches(*data, 32, 12):
             loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
             scaler.scale(loss).backward()
