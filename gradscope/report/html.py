@@ -22,9 +22,9 @@ from typing import Callable, Optional
 from ..diagnose.finding import Diagnosis
 from ..io import write_file
 from ..record import RunRecord
+from .figures import RenderedFigure
 from .markup import Figure, Markup, Section, Table, element, escape, inline_code, join, paragraphs, render_page
 from .page import FindingView, ReportPage, build_report_page
-from .plots import RenderedFigure
 
 __all__ = ["Figure", "Markup", "Section", "Table", "escape", "render_html", "render_page", "write_html"]
 

@@ -14,7 +14,8 @@ from ..diagnose.finding import Diagnosis, Finding, severity_rank
 from ..number_format import HTML, format_number
 from ..record import RunRecord
 from ..statdefs import STATS_BY_NAME
-from .plots import RenderedFigure, build_figures
+from .figures import RenderedFigure
+from .plots import build_figures
 from .series import SUMMARY_DESCRIPTION, display_name, layer_median
 
 MAX_VERDICT_TITLES = 3

@@ -1,17 +1,12 @@
 """PNG figures of a run: where does the gradient die, and what do activations and updates do?
 
-Each figure is drawn on its own `matplotlib.figure.Figure` with the Agg canvas, so nothing
-here touches pyplot's global state or needs a display. Styling starts from matplotlib's
-defaults (not the user's matplotlibrc), and PNG metadata carries no version or date, so the
-same record gives the same bytes.
-
-A figure whose data was not recorded is left out of `render_figures`; `build_figures` says why,
+How a PNG is made (own Agg figure, clean style, stable bytes) is `figures.py`, shared with the
+sweep's figures; this module decides what each figure shows. A figure whose data was not recorded is left out of `render_figures`; `build_figures` says why,
 for the HTML report to show.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from dataclasses import dataclass
@@ -20,7 +15,6 @@ from typing import Callable, Optional, Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
@@ -31,6 +25,7 @@ from ..diagnose.rules.vanishing import VanishingGradients
 from ..io import write_into_folder
 from ..number_format import HTML, format_number
 from ..record import RunRecord
+from .figures import RenderedFigure, clean_style, draw_png, positive
 from .series import (
     SUMMARY_DESCRIPTION,
     display_name,
@@ -41,7 +36,6 @@ from .series import (
     stat_values,
 )
 
-DPI = 100
 MAX_TICK_LABELS = 40  # beyond this, label every k-th layer so labels never overlap
 LABEL_CHARS = 28
 UPDATE_RATIO_GUIDE = 1e-3
@@ -68,15 +62,6 @@ class FigureSpec:
     draw: Callable[[Figure, RunRecord, Optional[Diagnosis]], bool]  # False: no data, nothing drawn
 
 
-@dataclass
-class RenderedFigure:
-    stem: str
-    title: str
-    png: Optional[bytes]  # None when the data was not recorded
-    missing: str = ""  # the reason, when png is None
-    reading: str = ""
-
-
 # ---- public API ---------------------------------------------------------------------------
 
 
@@ -88,7 +73,7 @@ def render_figures(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> 
 def build_figures(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> list[RenderedFigure]:
     """Every figure in reading order, with PNG bytes or the reason it is absent."""
     rendered = []
-    with matplotlib.rc_context(rc=_base_style()):
+    with matplotlib.rc_context(rc=clean_style(_STYLE)):
         for spec in FIGURE_SPECS:
             png = _render(spec, record, diagnosis)
             rendered.append(RenderedFigure(spec.stem, spec.title, png, "" if png else spec.missing, spec.reading))
@@ -100,7 +85,7 @@ def render_figure(stem: str, record: RunRecord, diagnosis: Optional[Diagnosis] =
     spec = next((s for s in FIGURE_SPECS if s.stem == stem), None)
     if spec is None:
         raise ValueError(f"Unknown figure {stem!r}; figures are {', '.join(FIGURE_SIZES)}.")
-    with matplotlib.rc_context(rc=_base_style()):
+    with matplotlib.rc_context(rc=clean_style(_STYLE)):
         return _render(spec, record, diagnosis)
 
 
@@ -123,21 +108,8 @@ def write_pngs(
 # ---- drawing helpers ----------------------------------------------------------------------
 
 
-def _base_style() -> dict:
-    """matplotlib's defaults plus ours: a user's matplotlibrc (usetex, dark styles) must not leak in."""
-    defaults = {k: v for k, v in matplotlib.rcParamsDefault.items() if k not in ("backend", "interactive")}
-    return {**defaults, **_STYLE}
-
-
 def _render(spec: FigureSpec, record: RunRecord, diagnosis: Optional[Diagnosis]) -> Optional[bytes]:
-    width, height = spec.size_px
-    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    if not spec.draw(figure, record, diagnosis):
-        return None
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})  # no version: same bytes
-    return buffer.getvalue()
+    return draw_png(spec.size_px, lambda figure: spec.draw(figure, record, diagnosis))
 
 
 def _plain(text: str) -> str:
@@ -181,18 +153,11 @@ def _layer_axis_label(count: int, noun: str = "layer") -> str:
     return f"{noun}, forward order (input \u2192 output; {count} shown{note})"
 
 
-def _positive(value: Optional[float]) -> float:
-    """A value a log axis can show, or NaN (a gap) for None, zero, negative or non-finite."""
-    if value is None or not math.isfinite(value) or value <= 0:
-        return math.nan
-    return value
-
-
 def _plot_log_lines(ax, series: Sequence[tuple[str, Sequence[Optional[float]], dict]]) -> bool:
     """Lines on a log y axis; NaN breaks a line. False when nothing positive was plotted."""
     plotted = False
     for label, values, style in series:
-        ys = np.array([_positive(v) for v in values], dtype=float)
+        ys = np.array([positive(v) for v in values], dtype=float)
         if np.isfinite(ys).any():
             plotted = True
         ax.plot(range(len(ys)), ys, label=label, **style)
@@ -303,7 +268,7 @@ def _draw_gradient_flow(figure: Figure, record: RunRecord, diagnosis: Optional[D
         ],
     )
     if any(p.bias_rms is not None for p in points):
-        biases = np.array([_positive(p.bias_rms) for p in points], dtype=float)
+        biases = np.array([positive(p.bias_rms) for p in points], dtype=float)
         ax.plot(range(len(points)), biases, "o", mfc="none", mec="#8c564b", ms=5, label="RMS of the bias alone")
     _mark_edges(
         ax,
@@ -368,7 +333,7 @@ def _draw_heatmap(figure: Figure, record: RunRecord, diagnosis: Optional[Diagnos
     if not layers or not record.steps:
         return False
     grid = np.array(
-        [[_positive(v) for v in stat_values(record, "layer", name, "grad_rms")] for name in layers], dtype=float
+        [[positive(v) for v in stat_values(record, "layer", name, "grad_rms")] for name in layers], dtype=float
     )
     shown = np.ma.masked_invalid(grid)
     if shown.count() == 0:

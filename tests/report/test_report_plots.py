@@ -14,6 +14,7 @@ from gradscope.diagnose.finding import Diagnosis, Finding
 from gradscope.errors import GradscopeError
 from gradscope.record import ModuleInfo, RunRecord
 from gradscope.report import plots
+from gradscope.report.figures import clean_style
 from gradscope.report.plots import FIGURE_SIZES, build_figures, render_figure, render_figures, write_pngs
 from tests.report.records import ODD_NAME, synthetic_record, vanishing_diagnosis
 
@@ -31,7 +32,7 @@ def draw(stem: str, record: RunRecord, diagnosis: Diagnosis | None = None) -> Fi
     """Draw one figure without saving it, to inspect what it plots."""
     spec = next(s for s in plots.FIGURE_SPECS if s.stem == stem)
     figure = Figure()
-    with matplotlib.rc_context(rc=plots._base_style()):
+    with matplotlib.rc_context(rc=clean_style(plots._STYLE)):
         assert spec.draw(figure, record, diagnosis)
     return figure
 
