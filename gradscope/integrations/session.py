@@ -157,3 +157,39 @@ class WatchSession:
                 f"found: {listed}. The callback's .record and .diagnosis hold the evidence; pass fail_on=None to "
                 "only report."
             )
+
+
+class WatchedByGradscope:
+    """What both callbacks share: their options, and the run's record and diagnosis.
+
+    every: record every Nth optimizer step. path: save the run record there (JSON). html: write the
+    HTML report there. fail_on: "error" (or "warning", "info") stops training with a clear message as
+    soon as a finding of that severity appears. log_summary: log the few `gradscope/...` scalars of
+    `gradscope.summary` per recorded step through the framework's own logging. Other keywords
+    (include=, exclude=, activations=, ...) go to `gradscope.watch`.
+    """
+
+    def __init__(
+        self,
+        every: int = 1,
+        path: Optional[str | os.PathLike[str]] = None,
+        html: Optional[str | os.PathLike[str]] = None,
+        fail_on: Optional[str] = None,
+        log_summary: bool = True,
+        **watch_options: Any,
+    ) -> None:
+        super().__init__()
+        self.session = WatchSession(every, path, html, fail_on, watch_options)
+        self.log_summary = log_summary
+
+    @property
+    def record(self) -> Optional[RunRecord]:
+        """The RunRecord: the run so far while training goes on, complete once it ended."""
+        if self.session.watcher is not None:
+            return self.session.watcher.record
+        return self.session.record
+
+    @property
+    def diagnosis(self) -> Optional[Diagnosis]:
+        """The findings of the finished run (or of the run when fail_on stopped it)."""
+        return self.session.diagnosis

@@ -17,12 +17,11 @@ signal only.
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any, Optional
 
 from ..optional import require
-from .session import WatchSession, torch_optimizer
+from .session import WatchedByGradscope, torch_optimizer
 
 transformers = require("transformers", "transformers")
 
@@ -35,38 +34,15 @@ SHARDED_NOTE = (
 )
 
 
-class GradscopeCallback(transformers.TrainerCallback):
+class GradscopeCallback(WatchedByGradscope, transformers.TrainerCallback):
     """Watch `Trainer.train()` with gradscope; `record` and `diagnosis` are set when training ends.
 
-    Options as for the Lightning callback: every, path, html, fail_on, log_summary, and any
-    `gradscope.watch` keyword. If `train()` raises, the Trainer calls no callback: call `detach()`
-    in a `finally` to remove the hooks at once (they are inert otherwise).
+    Options (every, path, html, fail_on, log_summary, and any `gradscope.watch` keyword): see
+    `WatchedByGradscope`. If `train()` raises, the Trainer calls no callback: call `detach()`
+    in a `finally` to remove the hooks.
     """
 
-    def __init__(
-        self,
-        every: int = 1,
-        path: Optional[str | os.PathLike[str]] = None,
-        html: Optional[str | os.PathLike[str]] = None,
-        fail_on: Optional[str] = None,
-        log_summary: bool = True,
-        **watch_options: Any,
-    ) -> None:
-        self.session = WatchSession(every, path, html, fail_on, watch_options)
-        self.log_summary = log_summary
-        self._pending: dict[str, float] = {}  # summary scalars waiting for the Trainer's next log
-        self._noted_sharding = False
-
-    @property
-    def record(self) -> Any:
-        """The RunRecord (complete once training ended; the run so far while it is going)."""
-        if self.session.watcher is not None:
-            return self.session.watcher.record
-        return self.session.record
-
-    @property
-    def diagnosis(self) -> Any:
-        return self.session.diagnosis
+    _noted_sharding = False
 
     def detach(self) -> Any:
         """Remove every hook now (after an exception in `train()`); returns the record."""
@@ -74,6 +50,7 @@ class GradscopeCallback(transformers.TrainerCallback):
 
     # ---- training -------------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kw: Any):
+        self._pending: dict[str, float] = {}  # summary scalars waiting for the Trainer's next log
         self._attach(args, model, optimizer)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kw: Any):
@@ -85,7 +62,7 @@ class GradscopeCallback(transformers.TrainerCallback):
             self._pending.update(scalars)  # the latest recorded step's values are the ones logged next
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
-        if not self._pending or not self.log_summary or logs is None or not state.is_world_process_zero:
+        if not getattr(self, "_pending", None) or not self.log_summary or logs is None or not state.is_world_process_zero:
             return
         if "loss" not in logs and "train_loss" not in logs:
             return  # an evaluation's log: keep the scalars for the next training log
