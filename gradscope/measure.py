@@ -117,6 +117,8 @@ KINDS: tuple[MeasuredKind, ...] = (
                  " silent (a vector; dead units are counted at the copy)"),
     MeasuredKind("backprop_norm", Scope.LAYER, Fold.SUM_OF_SQUARES, "L2 norm of dLoss/d(output)", rank_averaged=True),
     MeasuredKind("grad_norm", Scope.PARAMETER, Fold.SUM_OF_SQUARES, "L2 norm of the gradient"),
+    MeasuredKind("grad_norm_preclip", Scope.PARAMETER, Fold.SUM_OF_SQUARES,
+                 "L2 norm of the gradient at the end of the step's last backward, before any clipping"),
     MeasuredKind("weight_norm", Scope.PARAMETER, Fold.SUM_OF_SQUARES, "L2 norm of the weights before the step"),
     MeasuredKind("update_norm", Scope.PARAMETER, Fold.SUM_OF_SQUARES, f"L2 norm of the weight change {_SAMPLED}"),
     MeasuredKind("grad_l1", Scope.PARAMETER, Fold.SUM, f"sum of |gradient| {_SAMPLED}"),
@@ -268,6 +270,8 @@ class StepAccumulator:
     params_with_grad: list[str] = field(default_factory=list)
     # tensors needed for the follow-up count of non-finite gradient entries (rare path)
     grads_for_nonfinite: dict[str, torch.Tensor] = field(default_factory=dict)
+    # gradient norms at the end of the latest backward: queued with the gradients the optimizer reads
+    preclip_norms: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def queue(self, kind: str, name: str, value: torch.Tensor) -> None:
         """A 0-d device tensor measuring `kind` (a row of KINDS) of the layer or parameter `name`."""
@@ -342,6 +346,13 @@ class StepAccumulator:
         self.queue("backprop_norm", name, torch.linalg.vector_norm(grad.detach(), dtype=_F32))
 
     # ---- gradients and weights (at the optimizer step) ------------------------------------
+    def add_backward_end_gradients(self, named: list[tuple[str, torch.Tensor]]) -> None:
+        """The gradients as a backward left them, before clipping (or unscaling) can change them.
+        Each backward replaces the previous one's norms: the last backward of the step counts."""
+        if named:
+            norms = torch._foreach_norm([_dense(g) for _, g in named], 2, dtype=_F32)
+            self.preclip_norms = dict(zip((n for n, _ in named), norms))
+
     def add_gradients(self, named: list[tuple[str, torch.Tensor]], weights: list[torch.Tensor]) -> None:
         """All parameters' gradients at once: fused multi-tensor norms, small ops on samples."""
         if not named:
@@ -349,6 +360,10 @@ class StepAccumulator:
         names = [n for n, _ in named]
         grads = [_dense(g) for _, g in named]
         self.params_with_grad.extend(names)
+        for n in names:
+            if n in self.preclip_norms:
+                self.queue("grad_norm_preclip", n, self.preclip_norms[n])
+        self.preclip_norms = {}
         samples = []
         for n, g in zip(names, grads):
             part = sample(g, PARAMETER_SAMPLE)
@@ -561,6 +576,11 @@ class StepValues:
             "grad_zero_frac": 1.0 - sum(f["grad_nonzero"][n] * scale[n] for n in names) / numel if numel else None,
             "weight_norm": math.sqrt(weight_sq),
         }
+        if all(n in f["grad_norm_preclip"] for n in names):
+            # Read before GradScaler.unscale_: divided by the loss scale when the Watcher knows it.
+            preclip = math.sqrt(sum(f["grad_norm_preclip"][n] for n in names)) / f["loss_scale"].get("", 1.0)
+            stats["grad_norm_preclip"] = preclip
+            stats["clip_factor"] = stats["grad_norm"] / preclip if preclip > 0 else None
         if all(n in f["update_norm"] for n in names):
             update_sq = sum(f["update_norm"][n] * scale[n] for n in names)
             stats["update_ratio"] = math.sqrt(update_sq) / math.sqrt(weight_sq) if weight_sq > 0 else None

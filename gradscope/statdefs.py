@@ -42,6 +42,21 @@ class StatDef:
 STATS: tuple[StatDef, ...] = (
     StatDef("grad_norm", "gradient", "L2 norm of the gradient, ||g||_2, over weight and bias together.", True),
     StatDef("grad_rms", "gradient", "Root mean square of the gradient, ||g||_2 / sqrt(numel).", True),
+    StatDef(
+        "grad_norm_preclip",
+        "gradient",
+        "L2 norm of the gradient as the step's last backward left it, before anything between backward() and "
+        "optimizer.step() (clip_grad_norm_, clip_grad_value_, a framework's gradient clipping) changed it; "
+        "divided by the loss scale when watch is given scaler=. Needs the optimizer.",
+        True,
+    ),
+    StatDef(
+        "clip_factor",
+        "gradient",
+        "grad_norm / grad_norm_preclip: the factor by which the gradient was scaled between the last backward "
+        "and the optimizer step; 1 when nothing clipped it, 0.1 when clipping cut it to a tenth.",
+        True,
+    ),
     StatDef("grad_mean_abs", "gradient", "Mean absolute gradient, sum|g| / numel."
             " Estimated on a sample for large tensors (see gradscope.measure.SAMPLING_NOTE).", True),
     StatDef("grad_max", "gradient", "Largest absolute gradient entry, max|g|.", True),

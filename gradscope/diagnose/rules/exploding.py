@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 from ...record import RunRecord
 from ..advice import CLIP_SNIPPET, batchnorm_snippet, code, init_snippet, unnormalized_pairs
+from ..clipping import PRECLIP, clipping, gradient_norm_stat
 from ..finding import Finding
 from ..numbers import compact, name_list
 from ..reading import is_linear_or_conv, points, weight_layers
@@ -47,6 +48,11 @@ class ExplodingGradients(Rule):
         evidence: dict[str, Any] = {"error_multiple": settings["error_multiple"]}
         for symptom in symptoms:
             evidence.update(symptom.evidence)
+        clipped = clipping(record)
+        clip_note = ""
+        if clipped is not None and clipped.clipped:
+            evidence.update(clipped.evidence())
+            clip_note = f" Gradient {clipped.describe()}: the gradients the optimizer used looked smaller than they were."
         order = {name: i for i, name in enumerate(record.layers)}
         layers = sorted({n for s in symptoms for n in s.layers}, key=lambda n: order.get(n, len(order)))
         worst_excess = max(s.excess for s in symptoms)
@@ -60,7 +66,7 @@ class ExplodingGradients(Rule):
                     "Gradients are far too large: " + "; ".join(s.reason for s in symptoms) + ". Each layer "
                     "multiplies the backward signal by its weights, so weights that are too large for the depth, or "
                     "a learning rate that overshoots, compound into huge steps that throw training off (and "
-                    "eventually into NaN)."
+                    "eventually into NaN)." + clip_note
                 ),
                 recommendation=_recommendation(record),
                 snippet=_snippet(record),
@@ -111,14 +117,18 @@ def _depth_growth(record: RunRecord, settings: Mapping[str, Any]) -> Optional[_S
 def _huge_norms(record: RunRecord, settings: Mapping[str, Any]) -> Optional[_Symptom]:
     """Some layer's gradient norm passed an absolute limit at some recorded step."""
     huge = settings["huge_grad_norm"]
-    over = {m.name: [(s, v) for s, v in points(record, "grad_norm", m.name) if v > huge] for m in weight_layers(record)}
+    stat = gradient_norm_stat(record)  # before clipping, when recorded: clipping hides an explosion
+    over = {m.name: [(s, v) for s, v in points(record, stat, m.name) if v > huge] for m in weight_layers(record)}
     over = {name: pts for name, pts in over.items() if pts}
     if not over:
         return None
     peaks = {name: max(v for _, v in pts) for name, pts in over.items()}
     worst = max(peaks, key=peaks.get)
     return _Symptom(
-        reason=f"{name_list(list(over))} reached a gradient norm of up to {compact(peaks[worst])} (`{worst}`)",
+        reason=(
+            f"{name_list(list(over))} reached a gradient norm of up to {compact(peaks[worst])} (`{worst}`)"
+            + (" before clipping" if stat == PRECLIP else "")
+        ),
         excess=peaks[worst] / huge,
         evidence={"max_grad_norm": peaks[worst], "max_grad_norm_layer": worst, "huge_grad_norm": huge},
         layers=list(over),
@@ -128,7 +138,8 @@ def _huge_norms(record: RunRecord, settings: Mapping[str, Any]) -> Optional[_Sym
 
 def _growth_over_steps(record: RunRecord, settings: Mapping[str, Any]) -> Optional[_Symptom]:
     """The total gradient norm of the last quarter of the run against that of the first quarter."""
-    totals = _total_norm_per_step({m.name: points(record, "grad_norm", m.name) for m in weight_layers(record)})
+    stat = gradient_norm_stat(record)
+    totals = _total_norm_per_step({m.name: points(record, stat, m.name) for m in weight_layers(record)})
     if len(totals) < max(2, settings["min_steps"]):
         return None
     quarter = max(1, len(totals) // 4)
