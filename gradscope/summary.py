@@ -17,6 +17,8 @@ PREFIX = "gradscope/"
 # name -> what it is (the README's callback section lists the same)
 SUMMARY_SCALARS: dict[str, str] = {
     "grad_norm_total": "L2 norm of all watched gradients together, as the optimizer used them",
+    "grad_norm_total_preclip": "the same before clipping (at the end of the step's last backward)",
+    "clip_factor": "grad_norm_total / grad_norm_total_preclip: below 1 when clipping acted",
     "backprop_first_last_ratio": "backprop_norm at the first weight layer over that at the last (forward order)",
     "dead_frac_max": "the largest act_dead_frac of any layer",
 }
@@ -24,8 +26,12 @@ SUMMARY_SCALARS: dict[str, str] = {
 
 def summary_scalars(record: RunRecord, index: int = -1) -> dict[str, float]:
     """The scalars of recorded step `record.steps[index]`, keyed `gradscope/<name>`; unmeasured ones left out."""
+    total = _total(record.param_stats, "grad_norm", index)
+    before_clipping = _total(record.param_stats, "grad_norm_preclip", index)
     values: dict[str, Optional[float]] = {
-        "grad_norm_total": _total(record.param_stats, "grad_norm", index),
+        "grad_norm_total": total,
+        "grad_norm_total_preclip": before_clipping,
+        "clip_factor": total / before_clipping if total is not None and before_clipping else None,
         "backprop_first_last_ratio": _first_last_ratio(record, index),
         "dead_frac_max": _largest(record.layer_stats, "act_dead_frac", index),
     }

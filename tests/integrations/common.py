@@ -48,10 +48,24 @@ def assert_same_gradient_statistics(record, reference, prefix: str = "") -> None
 
     assert record.steps == reference.steps
     for name in reference.param_stats:
-        for stat in ("grad_norm", "grad_rms", "grad_max", "weight_norm", "update_ratio"):
+        stats = ("grad_norm", "grad_norm_preclip", "clip_factor", "grad_rms", "grad_max", "weight_norm", "update_ratio")
+        for stat in stats:
             got, want = record.series(stat, prefix + name), reference.series(stat, name)
             assert [v is None for v in got] == [v is None for v in want], (stat, name)
             assert [v for v in got if v is not None] == pytest.approx([v for v in want if v is not None], rel=1e-5), (
                 stat,
                 name,
             )
+
+
+def assert_clipped_at(record, clip: float) -> None:
+    """Every step's total gradient was above `clip` before clipping, and the optimizer used `clip`."""
+    import pytest
+
+    from gradscope.summary import summary_scalars
+
+    for index in range(len(record.steps)):
+        summary = summary_scalars(record, index)
+        assert summary["gradscope/grad_norm_total_preclip"] > clip
+        assert summary["gradscope/grad_norm_total"] == pytest.approx(clip, rel=1e-4)
+        assert summary["gradscope/clip_factor"] < 1

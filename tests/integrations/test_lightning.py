@@ -9,7 +9,16 @@ import torch
 from torch import nn
 
 from ..models import all_hooks
-from .common import ACCUMULATE, CLIP, LR, assert_same_gradient_statistics, batches, deep_sigmoid, plain_loop_record
+from .common import (
+    ACCUMULATE,
+    CLIP,
+    LR,
+    assert_clipped_at,
+    assert_same_gradient_statistics,
+    batches,
+    deep_sigmoid,
+    plain_loop_record,
+)
 
 L = pytest.importorskip("lightning.pytorch", reason="the lightning extra: pip install -e .[test]")
 from gradscope.integrations.lightning import GradscopeCallback  # noqa: E402
@@ -64,11 +73,12 @@ def fitted(tmp_path_factory):
     return callback, trainer, module, hooks_before, reference, tmp_path
 
 
-def test_one_record_step_per_optimizer_step_matching_a_plain_loop(fitted):
+def test_one_record_step_per_optimizer_step_matching_a_plain_loop_before_and_after_clipping(fitted):
     callback, trainer, _, _, reference, _ = fitted
     assert trainer.global_step == STEPS
     assert callback.record.steps == list(range(STEPS))
     assert_same_gradient_statistics(callback.record, reference, prefix="net.")
+    assert_clipped_at(callback.record, CLIP)  # gradient_clip_val acted, and the record saw past it
 
 
 def test_deep_sigmoid_is_diagnosed_and_the_files_are_written(fitted):

@@ -9,7 +9,16 @@ from torch import nn
 import gradscope
 
 from ..models import all_hooks
-from .common import ACCUMULATE, CLIP, LR, assert_same_gradient_statistics, batches, deep_sigmoid, plain_loop_record
+from .common import (
+    ACCUMULATE,
+    CLIP,
+    LR,
+    assert_clipped_at,
+    assert_same_gradient_statistics,
+    batches,
+    deep_sigmoid,
+    plain_loop_record,
+)
 
 transformers = pytest.importorskip("transformers", reason="the transformers extra: pip install -e .[test]")
 pytest.importorskip("accelerate", reason="the transformers extra: pip install -e .[test]")
@@ -80,7 +89,7 @@ def gpt2_run(tmp_path_factory):
     with gradscope.watch(reference_model, optimizer=opt) as run:
         for start in range(0, len(tokens), ACCUMULATE):
             window = tokens[start:start + ACCUMULATE]
-            count = sum(ids[:, 1:].numel() for ids in window)
+            count = sum(ids.numel() for ids in window)  # what this Trainer divides the summed token losses by
             for ids in window:
                 reference_model(input_ids=ids, labels=ids, num_items_in_batch=torch.tensor(count)).loss.backward()
             torch.nn.utils.clip_grad_norm_(reference_model.parameters(), CLIP)
@@ -89,11 +98,12 @@ def gpt2_run(tmp_path_factory):
     return callback, trainer, model, hooks_before, run.record, tensorboard
 
 
-def test_one_record_step_per_optimizer_step_matching_a_plain_loop(gpt2_run):
+def test_one_record_step_per_optimizer_step_matching_a_plain_loop_before_and_after_clipping(gpt2_run):
     callback, trainer, _, _, reference, _ = gpt2_run
     assert trainer.state.global_step == STEPS
     assert callback.record.steps == list(range(STEPS))
     assert_same_gradient_statistics(callback.record, reference)
+    assert_clipped_at(callback.record, CLIP)  # max_grad_norm acted, and the record saw past it
 
 
 def test_every_hook_is_gone_and_the_record_is_saved(gpt2_run, tmp_path_factory):
