@@ -77,8 +77,11 @@ class StepClock:
         checkpointing does inside the backward of a forward already seen this step."""
         if during_backward and name in self._forwarded:
             return False
+        # Frameworks need not call the root: Lightning's training_step calls `self.net(x)`.
+        self._forward_seen = True
         if training:
             self._forwarded.add(name)
+            self._training_forward = True
         return True
 
     def param_grad(self) -> bool:

@@ -214,15 +214,55 @@ class GradientSentinel:
 
 
 # ---- optimizers and GradScaler --------------------------------------------------------------------
+class ReadAfterClosure:
+    """An optimizer step pre-hook that runs `pre` when the gradients are final.
+
+    That is at once, unless `step()` was given a closure: then the forward, the backward and
+    any clipping happen inside it (Lightning always passes one), so `pre` runs right after the
+    closure's first call returns (LBFGS calls it again while it searches; the first call's
+    gradients are the step's). Returning new arguments is how a step pre-hook swaps the closure.
+    """
+
+    __slots__ = ("pre",)
+
+    def __init__(self, pre: Hook) -> None:
+        self.pre = pre
+
+    def __call__(self, optimizer: Any, args: tuple, kwargs: dict) -> Optional[tuple[tuple, dict]]:
+        # `args` are step()'s own: (optimizer, closure?, ...)
+        closure = kwargs.get("closure") if "closure" in kwargs else (args[1] if len(args) > 1 else None)
+        if not callable(closure):
+            self.pre(optimizer, args, kwargs)
+            return None
+        pending = [self.pre]
+
+        def closure_then_read(*closure_args: Any, **closure_kwargs: Any) -> Any:
+            result = closure(*closure_args, **closure_kwargs)
+            if pending:
+                pending.pop()(optimizer, args, kwargs)
+            return result
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_read}
+        return (args[0], closure_then_read, *args[2:]), kwargs
+
+    def __deepcopy__(self, memo: dict) -> Callable[..., None]:
+        return _inert_hook
+
+    def __reduce__(self) -> tuple:
+        return (_inert_hook_factory, ())
+
+
 def register_step_hooks(optimizer: torch.optim.Optimizer, pre: Hook, post: Hook) -> list[Any]:
-    """Hooks around `optimizer.step()` (public since torch 2.0); returns their handles."""
+    """Hooks around `optimizer.step()` (public since torch 2.0); returns their handles. `pre` reads
+    the gradients when they are final (see ReadAfterClosure)."""
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise GradscopeError(
             f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}. Pass the optimizer "
             "that steps the watched model's parameters, or leave optimizer= out to read gradients after "
             "each backward."
         )
-    return [optimizer.register_step_pre_hook(pre), optimizer.register_step_post_hook(post)]
+    return [optimizer.register_step_pre_hook(ReadAfterClosure(pre)), optimizer.register_step_post_hook(post)]
 
 
 class ScalerSkips:

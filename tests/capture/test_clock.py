@@ -128,6 +128,17 @@ def test_a_backward_without_any_forward_is_an_unseen_forward_except_first_after_
     assert not clock.optimizer_post_step().forward_unseen
 
 
+def test_a_watched_module_forward_counts_when_the_root_is_never_called():
+    """Lightning's training_step calls `self.net(x)`: the LightningModule's own forward never runs."""
+    clock = StepClock()
+    clock.attach()
+    for _ in range(2):
+        assert clock.module_forward("net.0", training=True, during_backward=False)
+        clock.param_grad()
+        assert clock.log_step == clock.step  # a value logged now belongs to the step in progress
+        assert not clock.optimizer_post_step().forward_unseen
+
+
 def test_detach_forgets_the_step_in_progress():
     clock = StepClock()
     clock.forward(training=True)

@@ -88,3 +88,28 @@ def test_recording_preclip_changes_no_number_of_training():
     _train(watched_model, batches, clip=1.0)
     for a, b in zip(plain_model.parameters(), watched_model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_step_given_a_closure_reads_the_gradients_after_it_as_lightning_needs():
+    """optimizer.step(closure) runs forward, backward and clipping inside the closure, after the
+    step's pre-hook fired: the gradients must be read when the closure has returned."""
+    batches = classification_batches(4)
+    plain, _ = _train(_exploding_mlp(), batches, clip=1.0)
+    model = _exploding_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    with gradscope.watch(model, optimizer=opt) as run:
+        for x, y in batches:
+
+            def closure(x=x, y=y):
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                return loss
+
+            opt.step(closure)
+            opt.zero_grad()
+    assert run.record.steps == plain.steps
+    for name in plain.param_stats:
+        for stat in ("grad_norm", "grad_norm_preclip", "update_ratio"):
+            assert run.record.series(stat, name) == pytest.approx(plain.series(stat, name), rel=1e-6), (stat, name)
+    assert not run.record.hook_errors
