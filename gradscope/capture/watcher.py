@@ -247,10 +247,15 @@ class Watcher:
         if self._rank_spread and self._clock.recording and param.grad is not None:
             # DDP's own hook on this gradient runs after this one: still this rank's gradient.
             self._local_norms[id(param)] = torch.linalg.vector_norm(param.grad.detach(), dtype=torch.float32)
-        if self.optimizer is None:
-            self._backward_end.request()
+        if self.optimizer is None or (self.gradients and self._clock.recording):
+            self._backward_end.request()  # with an optimizer: the gradients before clipping
 
     def _on_backward_end(self) -> None:
+        if self.optimizer is not None:
+            # What this backward left, before clip_grad_norm_ or unscale_ can change it; the step's
+            # last backward counts (the optimizer reads the final gradients in its pre-step hook).
+            self._accumulator.add_backward_end_gradients(current_gradients(self._params, self._sharded)[0])
+            return
         if self._clock.recording and self.gradients:
             self._accumulator.add_gradients(*current_gradients(self._params, self._sharded))
         self._close(self._clock.backward_end())

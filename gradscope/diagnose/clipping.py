@@ -21,8 +21,14 @@ CLIPPED_BELOW = 0.999
 
 
 def gradient_norm_stat(record: RunRecord) -> str:
-    """The statistic holding a layer's gradient norm before clipping: grad_norm_preclip when recorded."""
-    return PRECLIP if has_stat(record, PRECLIP) else "grad_norm"
+    """The statistic holding a layer's gradient norm before clipping: grad_norm_preclip when usable."""
+    return PRECLIP if clipping(record) is not None else "grad_norm"
+
+
+def _pure_unscaling(factors: list[float]) -> bool:
+    """Every step's factor an exact power of two below 1: GradScaler.unscale_ alone, with a scaler
+    watch() was not told about, so the norms before it are of the scaled loss (x65536 at first)."""
+    return all(0 < f <= 0.5 and abs(math.log2(f) - round(math.log2(f))) < 1e-6 for f in factors)
 
 
 @dataclass
@@ -54,7 +60,7 @@ def clipping(record: RunRecord) -> Optional[Clipping]:
     layers = weight_layers(record)
     before, used = _totals(record, PRECLIP, layers), _totals(record, "grad_norm", layers)
     factors = {step: used[step] / before[step] for step in before if step in used and before[step] > 0}
-    if not factors:
+    if not factors or (not record.meta.options.get("scaler") and _pure_unscaling(list(factors.values()))):
         return None
     steps = sorted(factors)
     return Clipping(

@@ -62,7 +62,8 @@ class GradscopeCallback(WatchedByGradscope, transformers.TrainerCallback):
             self._pending.update(scalars)  # the latest recorded step's values are the ones logged next
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
-        if not getattr(self, "_pending", None) or not self.log_summary or logs is None or not state.is_world_process_zero:
+        pending = getattr(self, "_pending", None)
+        if not pending or not self.log_summary or logs is None or not state.is_world_process_zero:
             return
         if "loss" not in logs and "train_loss" not in logs:
             return  # an evaluation's log: keep the scalars for the next training log

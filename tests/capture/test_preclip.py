@@ -113,3 +113,23 @@ def test_a_step_given_a_closure_reads_the_gradients_after_it_as_lightning_needs(
         for stat in ("grad_norm", "grad_norm_preclip", "update_ratio"):
             assert run.record.series(stat, name) == pytest.approx(plain.series(stat, name), rel=1e-6), (stat, name)
     assert not run.record.hook_errors
+
+
+def test_a_grad_scaler_watch_was_not_told_about_is_not_taken_for_clipping():
+    from gradscope.diagnose.clipping import clipping, gradient_norm_stat
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    with gradscope.watch(model, optimizer=opt) as run:  # no scaler=: the norms at the backward are scaled
+        for x, y in classification_batches(4):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+    record = run.record
+    assert record.series("clip_factor", "0.weight")[0] == pytest.approx(2.0**-16)  # unscale_, not clipping
+    assert clipping(record) is None and gradient_norm_stat(record) == "grad_norm"
+    assert "exploding-gradients" not in gradscope.diagnose(record).codes()

@@ -9,16 +9,8 @@ import torch
 from torch import nn
 
 from ..models import all_hooks
-from .common import (
-    ACCUMULATE,
-    CLIP,
-    LR,
-    assert_clipped_at,
-    assert_same_gradient_statistics,
-    batches,
-    deep_sigmoid,
-    plain_loop_record,
-)
+from . import common
+from .common import ACCUMULATE, CLIP, LR, batches, deep_sigmoid
 
 L = pytest.importorskip("lightning.pytorch", reason="the lightning extra: pip install -e .[test]")
 from gradscope.integrations.lightning import GradscopeCallback  # noqa: E402
@@ -69,7 +61,7 @@ def fitted(tmp_path_factory):
     callback = GradscopeCallback(html=tmp_path / "report.html", path=tmp_path / "run.json")
     trainer = _fit(module, callback, data, tmp_path)
     torch.manual_seed(0)
-    reference = plain_loop_record(deep_sigmoid(), data)
+    reference = common.plain_loop_record(deep_sigmoid(), data)
     return callback, trainer, module, hooks_before, reference, tmp_path
 
 
@@ -77,8 +69,8 @@ def test_one_record_step_per_optimizer_step_matching_a_plain_loop_before_and_aft
     callback, trainer, _, _, reference, _ = fitted
     assert trainer.global_step == STEPS
     assert callback.record.steps == list(range(STEPS))
-    assert_same_gradient_statistics(callback.record, reference, prefix="net.")
-    assert_clipped_at(callback.record, CLIP)  # gradient_clip_val acted, and the record saw past it
+    common.assert_same_gradient_statistics(callback.record, reference, prefix="net.")
+    common.assert_clipped_at(callback.record, CLIP)  # gradient_clip_val acted, and the record saw past it
 
 
 def test_deep_sigmoid_is_diagnosed_and_the_files_are_written(fitted):

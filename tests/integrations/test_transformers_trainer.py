@@ -9,16 +9,8 @@ from torch import nn
 import gradscope
 
 from ..models import all_hooks
-from .common import (
-    ACCUMULATE,
-    CLIP,
-    LR,
-    assert_clipped_at,
-    assert_same_gradient_statistics,
-    batches,
-    deep_sigmoid,
-    plain_loop_record,
-)
+from . import common
+from .common import ACCUMULATE, CLIP, LR, batches, deep_sigmoid
 
 transformers = pytest.importorskip("transformers", reason="the transformers extra: pip install -e .[test]")
 pytest.importorskip("accelerate", reason="the transformers extra: pip install -e .[test]")
@@ -102,8 +94,8 @@ def test_one_record_step_per_optimizer_step_matching_a_plain_loop_before_and_aft
     callback, trainer, _, _, reference, _ = gpt2_run
     assert trainer.state.global_step == STEPS
     assert callback.record.steps == list(range(STEPS))
-    assert_same_gradient_statistics(callback.record, reference)
-    assert_clipped_at(callback.record, CLIP)  # max_grad_norm acted, and the record saw past it
+    common.assert_same_gradient_statistics(callback.record, reference)
+    common.assert_clipped_at(callback.record, CLIP)  # max_grad_norm acted, and the record saw past it
 
 
 def test_every_hook_is_gone_and_the_record_is_saved(gpt2_run, tmp_path_factory):
@@ -155,8 +147,8 @@ def test_deep_sigmoid_in_a_trainer_is_diagnosed_vanishing_and_matches_a_plain_lo
     _train(model, items, callback, tmp_path, per_device_train_batch_size=len(data[0][1]))
     assert "vanishing-gradients" in callback.diagnosis.codes()
     torch.manual_seed(0)
-    reference = plain_loop_record(deep_sigmoid(), data)
-    assert_same_gradient_statistics(callback.record, reference, prefix="net.")
+    reference = common.plain_loop_record(deep_sigmoid(), data)
+    common.assert_same_gradient_statistics(callback.record, reference, prefix="net.")
 
 
 def test_fail_on_error_stops_training_and_leaves_no_hook(tmp_path):

@@ -52,7 +52,9 @@ class ExplodingGradients(Rule):
         clip_note = ""
         if clipped is not None and clipped.clipped:
             evidence.update(clipped.evidence())
-            clip_note = f" Gradient {clipped.describe()}: the gradients the optimizer used looked smaller than they were."
+            clip_note = (
+                f" Gradient {clipped.describe()}: the gradients the optimizer used looked smaller than they were."
+            )
         order = {name: i for i, name in enumerate(record.layers)}
         layers = sorted({n for s in symptoms for n in s.layers}, key=lambda n: order.get(n, len(order)))
         worst_excess = max(s.excess for s in symptoms)
