@@ -30,6 +30,7 @@ def test_every_value_a_step_queues_is_a_row_of_the_table() -> None:
     accumulator.add_activation("act", out, 1, saturation_counter(nn.Sigmoid(), "sigmoid"), nonnegative=True)
     accumulator.add_backprop("act", torch.ones_like(out))
     named = [(n, p.grad) for n, p in layer.named_parameters()]
+    accumulator.add_backward_end_gradients(named)  # before clipping: queued with the optimizer's read
     accumulator.add_gradients(named, list(layer.parameters()))
     accumulator.add_updates([n for n, _ in named], [g for _, g in named])
     accumulator.add_local_gradient_norm([g.norm() for _, g in named])
