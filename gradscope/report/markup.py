@@ -99,7 +99,15 @@ class Figure:
         )
 
 
-Cell = Union[None, bool, int, float, str, Markup]
+@dataclass(frozen=True)
+class ShownNumber:
+    """A number sorted by `value` but shown as `text`, e.g. a ratio that underflowed as "< 1e-19"."""
+
+    value: float
+    text: str
+
+
+Cell = Union[None, bool, int, float, str, Markup, ShownNumber]
 
 
 @dataclass
@@ -150,10 +158,13 @@ class Table:
 
     def _is_numeric(self, column: int) -> bool:
         values = [row[column] for row in self.rows if column < len(row) and row[column] is not None]
-        return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        return bool(values) and all(
+            isinstance(v, (int, float, ShownNumber)) and not isinstance(v, bool) for v in values)
 
     @staticmethod
     def _cell(value: Cell, numeric: bool) -> Markup:
+        if isinstance(value, ShownNumber):
+            return element("td", value.text, class_="num", data_sort=repr(float(value.value)))
         if numeric:
             key = "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
             return element("td", format_number(value, HTML), class_="num", data_sort=key)

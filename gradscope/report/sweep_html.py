@@ -15,8 +15,9 @@ from ..io import write_file
 from ..sweep.networks import ACTIVATIONS
 from ..sweep.reading import describe
 from ..sweep.result import SweepResult
+from ..sweep.summary import DIVERGED, ConfigSummary, ratio_text
 from .html import Figure, Section, Table, render_page
-from .markup import element, join
+from .markup import Cell, ShownNumber, element, join
 from .sweep_plots import SweepFigure, build_sweep_figures
 
 _COLUMNS = (
@@ -24,15 +25,21 @@ _COLUMNS = (
     ("depth", "number of hidden layers"),
     ("norm", "BatchNorm1d between each Linear and its activation, or none"),
     ("dropout", "PyTorch Dropout p after each activation (keep_prob = 1 - p)"),
-    ("first/last at init", "||dL/d act1|| / ||dL/d act_last|| at step 0: 1 is perfect flow, tiny is vanishing"),
+    ("init", ("default: PyTorch's Linear init; recommended: Xavier with the activation's gain for sigmoid/tanh/"
+              "identity, Kaiming (fan_in) for the ReLU family")),
+    ("first/last at init", ("||dL/d act1|| / ||dL/d act_last|| at step 0: 1 is perfect flow, tiny is vanishing; "
+                            "'< x' where the first layer's signal underflowed float32")),
     ("decay/layer at init", "fitted factor by which the signal changes per layer towards the input (1: none)"),
     ("first/last after", "the same ratio at the last recorded step"),
     ("decay/layer after", "the same fit at the last recorded step"),
+    ("first loss", "training loss at step 0, from the initial weights"),
     ("train loss", "cross-entropy on the whole training set, eval mode, after training"),
     ("val loss", "cross-entropy on the validation set, eval mode, after training"),
     ("train acc", "accuracy on the training set after training"),
     ("val acc", "accuracy on the validation set after training"),
     ("gap", "val loss - train loss: bigger means more overfitting"),
+    ("outcome", ("trained: final train loss below 95% of the first loss and of the class-frequency loss; "
+                 "diverged: above the first loss")),
     ("seconds", "wall time of this configuration, recording included"),
     ("error", "why training stopped early, if it did"),
 )
@@ -75,7 +82,10 @@ def _reading(result: SweepResult):
     theory = (
         "Theory, per layer at width 64 and PyTorch's default init (weights U(\u00b11/\u221an), a factor \u221a(1/3) "
         "on the backward signal): sigmoid \u2248 0.14 (\u03c3' \u2264 1/4), ReLU \u2248 0.41 (half the units pass), "
-        "tanh \u2248 0.58. Kaiming init (gain \u221a2) brings ReLU to \u2248 1; BatchNorm re-scales every layer."
+        "tanh \u2248 0.58. At the recommended init, Kaiming (gain \u221a2) brings ReLU to \u2248 1 and Xavier with "
+        "gain 5/3 brings tanh to about 1; sigmoid stays near 1/4 (\u03c3' \u2264 1/4: no init repairs it) and "
+        "BatchNorm re-scales every layer. A flowing gradient is not enough to train: a deep network at a "
+        "large learning rate can still diverge."
     )
     return join([element("ul", join(element("li", line) for line in lines)), element("p", theory)])
 
@@ -85,16 +95,23 @@ def _results_table(result: SweepResult) -> Table:
     for s in result.summaries:
         c = s.config
         rows.append([
-            c.activation, c.depth, c.norm, c.dropout,
-            s.first_last_ratio_init, s.decay_factor_init, s.first_last_ratio_final, s.decay_factor_final,
-            s.train_loss, s.val_loss, s.train_accuracy, s.val_accuracy, s.generalization_gap,
-            round(s.seconds, 2), s.error or "",
+            c.activation, c.depth, c.norm, c.dropout, c.init,
+            _ratio_cell(s, "init"), s.decay_factor_init, _ratio_cell(s, "final"), s.decay_factor_final,
+            s.first_loss, s.train_loss, s.val_loss, s.train_accuracy, s.val_accuracy, s.generalization_gap,
+            s.outcome, round(s.seconds, 2), s.error or "",
         ])
-        classes.append("flagged-error" if s.error else "")
+        classes.append("flagged-error" if s.error or s.outcome == DIVERGED else "")
     return Table(
         [name for name, _ in _COLUMNS], rows, column_notes=[note for _, note in _COLUMNS], row_classes=classes,
         caption="One row per configuration. Click a column heading to sort.",
     )
+
+
+def _ratio_cell(summary: ConfigSummary, when: str) -> Cell:
+    """The first/last ratio, or "< bound" (sorted as the bound) where it underflowed to 0."""
+    value = getattr(summary, f"first_last_ratio_{when}")
+    bound = summary.first_last_bound(when)
+    return ShownNumber(bound, ratio_text(value, bound)) if value == 0 and bound is not None else value
 
 
 def _figures_section(figures: list[SweepFigure]) -> Section:

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ..io import write_into_folder
 from ..sweep.result import SweepResult
-from ..sweep.summary import ConfigSummary
+from ..sweep.summary import ConfigSummary, ratio_text
 
 DPI = 100
 PANEL_PX = (300, 260)  # one small multiple
@@ -36,6 +36,8 @@ _STYLE = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7, "axes.grid"
 _COLORS = {"sigmoid": "#d62728", "tanh": "#1f77b4", "relu": "#2ca02c", "leaky_relu": "#17becf",
            "gelu": "#9467bd", "identity": "#7f7f7f"}
 _NORM_STYLES = {"none": "-", "batchnorm": "--"}
+# With several inits the line style tells the init (the lecture's pairing solid) and BatchNorm a marker.
+_INIT_STYLES = {"default": "--", "recommended": "-", "xavier": "-.", "kaiming": ":"}
 
 
 @dataclass
@@ -97,6 +99,10 @@ def _variants(result: SweepResult) -> list[tuple[str, float]]:
     return list(dict.fromkeys((s.config.norm, s.config.dropout) for s in result.summaries))
 
 
+def _inits(result: SweepResult) -> list[str]:
+    return list(dict.fromkeys(s.config.init for s in result.summaries))
+
+
 def _variant_label(norm: str, dropout: float) -> str:
     parts = ["no norm" if norm == "none" else norm]
     parts.append(f"dropout {dropout:g}" if dropout else "no dropout")
@@ -109,18 +115,30 @@ def _curve_depth(result: SweepResult) -> int:
     return depths[len(depths) // 2]
 
 
-def _line_style(summary: ConfigSummary) -> dict:
+def _line_style(summary: ConfigSummary, several_inits: bool) -> dict:
     c = summary.config
-    style = {"color": _COLORS.get(c.activation, "black"), "linestyle": _NORM_STYLES.get(c.norm, ":")}
+    style = {"color": _COLORS.get(c.activation, "black")}
+    if several_inits:
+        style["linestyle"] = _INIT_STYLES.get(c.init, ":")
+        if c.norm != "none":
+            style["marker"] = "s"
+    else:
+        style["linestyle"] = _NORM_STYLES.get(c.norm, ":")
     if c.dropout:
-        style["marker"] = "o"
+        style["marker"] = "D" if "marker" in style else "o"
+    if "marker" in style:
         style["markersize"] = 2.5
     return style
 
 
-def _line_label(summary: ConfigSummary, variants: list[tuple[str, float]]) -> str:
+def _line_label(summary: ConfigSummary, variants: list[tuple[str, float]], several_inits: bool) -> str:
     c = summary.config
-    return c.activation if len(variants) == 1 else f"{c.activation}, {_variant_label(c.norm, c.dropout)}"
+    parts = [c.activation]
+    if len(variants) > 1:
+        parts.append(_variant_label(c.norm, c.dropout))
+    if several_inits:
+        parts.append(f"{c.init} init")
+    return ", ".join(parts)
 
 
 # ---- figures -----------------------------------------------------------------------------------
@@ -129,6 +147,7 @@ def _line_label(summary: ConfigSummary, variants: list[tuple[str, float]]) -> st
 def _draw_backprop(figure: Figure, result: SweepResult) -> bool:
     depths = _depths(result)
     variants = _variants(result)
+    several_inits = len(_inits(result)) > 1
     axes = figure.subplots(2, len(depths), squeeze=False, sharey="row")
     plotted = False
     for row, (when, label) in enumerate((("init", "at initialisation"), ("final", "after training"))):
@@ -138,7 +157,8 @@ def _draw_backprop(figure: Figure, result: SweepResult) -> bool:
                 values = np.array([_positive(v) for v in getattr(s.backprop, when)])
                 if np.isfinite(values).any():
                     plotted = True
-                    ax.plot(np.arange(1, depth + 1), values, label=_line_label(s, variants), **_line_style(s))
+                    ax.plot(np.arange(1, depth + 1), values, label=_line_label(s, variants, several_inits),
+                            **_line_style(s, several_inits))
             ax.set_yscale("log")
             ax.set_title(f"depth {depth}, {label}")
             ax.set_xlabel("hidden layer (input \u2192 output)")
@@ -149,15 +169,21 @@ def _draw_backprop(figure: Figure, result: SweepResult) -> bool:
 
 
 def _draw_ratio_heatmap(figure: Figure, result: SweepResult) -> bool:
-    depths, activations, variants = _depths(result), _activations(result), _variants(result)
-    grids = []
-    for norm, dropout in variants:
+    """One panel per init (rows) and norm/dropout variant (columns): activation x depth."""
+    depths, activations, variants, inits = _depths(result), _activations(result), _variants(result), _inits(result)
+    panels = [(init, variant) for init in inits for variant in variants]
+    grids, bounds = [], []
+    for init, (norm, dropout) in panels:
         grid = np.full((len(activations), len(depths)), np.nan)
+        bound = np.full_like(grid, np.nan)
         for s in result.summaries:
             c = s.config
-            if (c.norm, c.dropout) == (norm, dropout) and s.first_last_ratio_init is not None:
-                grid[activations.index(c.activation), depths.index(c.depth)] = s.first_last_ratio_init
+            if (c.init, c.norm, c.dropout) == (init, norm, dropout) and s.first_last_ratio_init is not None:
+                cell = activations.index(c.activation), depths.index(c.depth)
+                grid[cell] = s.first_last_ratio_init
+                bound[cell] = s.first_last_bound("init") or np.nan
         grids.append(grid)
+        bounds.append(bound)
     positive = np.concatenate([g[np.isfinite(g) & (g > 0)] for g in grids])
     if positive.size == 0:
         return False
@@ -167,36 +193,42 @@ def _draw_ratio_heatmap(figure: Figure, result: SweepResult) -> bool:
     norm = LogNorm(vmin=low, vmax=high)
     # under: a ratio of exactly 0 (the first layer's gradient underflowed); bad: not measured (failed)
     cmap = matplotlib.colormaps["viridis"].with_extremes(under="black", bad="#dddddd")
-    axes = figure.subplots(1, len(variants), squeeze=False)[0]
+    axes = figure.subplots(len(inits), len(variants), squeeze=False)
     image = None
-    for ax, grid, (norm_name, dropout) in zip(axes, grids, variants):
+    for index, (grid, bound, (init, (norm_name, dropout))) in enumerate(zip(grids, bounds, panels)):
+        ax = axes[index // len(variants)][index % len(variants)]
         shown = np.where(grid == 0, low / 1e3, grid)
         image = ax.imshow(np.ma.masked_invalid(shown), norm=norm, cmap=cmap, aspect="auto")
         ax.set_xticks(range(len(depths)), [str(d) for d in depths])
         ax.set_yticks(range(len(activations)), activations)
         ax.set_xlabel("depth (hidden layers)")
-        ax.set_title(_variant_label(norm_name, dropout))
+        title = _variant_label(norm_name, dropout)
+        ax.set_title(title if len(inits) == 1 else f"{init} init, {title}")
         ax.grid(False)
         for i in range(len(activations)):
             for j in range(len(depths)):
                 value = grid[i, j]
-                text = "\u2014" if math.isnan(value) else f"{value:.2g}"
-                light = math.isnan(value) or value == 0 or norm(value) < 0.5
-                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if light and not math.isnan(value) else "black")
-    figure.colorbar(image, ax=list(axes), label="first/last backprop ratio at init (log)", extend="min")
+                if math.isnan(value):
+                    text = "\u2014"
+                else:
+                    text = ratio_text(value, None if math.isnan(bound[i, j]) else bound[i, j]).replace("< ", "<")
+                light = not math.isnan(value) and (value == 0 or norm(value) < 0.5)
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black")
+    figure.colorbar(image, ax=list(axes.flat), label="first/last backprop ratio at init (log)", extend="min")
     return True
 
 
 def _draw_training_curves(figure: Figure, result: SweepResult) -> bool:
     depth = _curve_depth(result)
-    variants = _variants(result)
-    axes = figure.subplots(1, len(variants), squeeze=False, sharey=True)[0]
+    variants, inits = _variants(result), _inits(result)
+    panels = [(init, variant) for init in inits for variant in variants]
+    axes = figure.subplots(len(inits), len(variants), squeeze=False, sharey=True)
     plotted = False
-    for ax, (norm, dropout) in zip(axes, variants):
-        for index, s in enumerate(result.summaries):
+    for index, (init, (norm, dropout)) in enumerate(panels):
+        ax = axes[index // len(variants)][index % len(variants)]
+        for s, record in zip(result.summaries, result.records):
             c = s.config
-            record = result.records[index]
-            if c.depth != depth or (c.norm, c.dropout) != (norm, dropout) or record is None:
+            if c.depth != depth or (c.init, c.norm, c.dropout) != (init, norm, dropout) or record is None:
                 continue
             color = _COLORS.get(c.activation, "black")
             for name, style, suffix in (("loss", "-", "train"), ("val_loss", "--", "val")):
@@ -204,10 +236,12 @@ def _draw_training_curves(figure: Figure, result: SweepResult) -> bool:
                     steps, values = record.scalar_series(name)
                     ax.plot(steps, values, color=color, linestyle=style, label=f"{c.activation} {suffix}")
                     plotted = True
-        ax.set_title(f"depth {depth}, {_variant_label(norm, dropout)}")
+        title = f"depth {depth}, {_variant_label(norm, dropout)}"
+        ax.set_title(title if len(inits) == 1 else f"{title}, {init} init")
         ax.set_xlabel("step")
-    axes[0].set_ylabel("cross-entropy loss")
-    _legend_outside(figure, axes[-1])
+    for row in axes:
+        row[0].set_ylabel("cross-entropy loss")
+    _legend_outside(figure, axes[0][-1])
     return plotted
 
 
@@ -216,6 +250,7 @@ def _draw_relu_sparsity(figure: Figure, result: SweepResult) -> bool:
     if not chosen:
         return False
     variants = _variants(result)
+    several_inits = len(_inits(result)) > 1
     axes = figure.subplots(1, 2, squeeze=False, sharey=True)[0]
     depths = _depths(result)
     colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.85, max(1, len(depths))))
@@ -226,10 +261,11 @@ def _draw_relu_sparsity(figure: Figure, result: SweepResult) -> bool:
             if not any(math.isfinite(v) for v in values):
                 continue
             plotted = True
-            label_text = f"depth {s.config.depth}" + ("" if len(variants) == 1 else f", {_variant_label(s.config.norm, s.config.dropout)}")
-            ax.plot(range(1, len(values) + 1), values, color=colors[depths.index(s.config.depth)],
-                    linestyle=_NORM_STYLES.get(s.config.norm, ":"), marker="o" if s.config.dropout else None,
-                    markersize=2.5, label=label_text)
+            c = s.config
+            parts = [f"depth {c.depth}"] + ([_variant_label(c.norm, c.dropout)] if len(variants) > 1 else [])
+            label_text = ", ".join(parts + ([f"{c.init} init"] if several_inits else []))
+            style = {**_line_style(s, several_inits), "color": colors[depths.index(c.depth)]}
+            ax.plot(range(1, len(values) + 1), values, label=label_text, **style)
         ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"ReLU output sparsity, {label}")
@@ -244,11 +280,11 @@ def _backprop_size(result: SweepResult) -> tuple[int, int]:
 
 
 def _heatmap_size(result: SweepResult) -> tuple[int, int]:
-    return (len(_variants(result)) * 380 + 120, 330)
+    return (len(_variants(result)) * 380 + 120, len(_inits(result)) * 290 + 40)
 
 
 def _curves_size(result: SweepResult) -> tuple[int, int]:
-    return (len(_variants(result)) * 380 + LEGEND_PX, 330)
+    return (len(_variants(result)) * 380 + LEGEND_PX, len(_inits(result)) * 290 + 40)
 
 
 _SPECS: tuple[_Spec, ...] = (
@@ -257,22 +293,25 @@ _SPECS: tuple[_Spec, ...] = (
         "no configuration recorded a backprop signal (every one failed before its first step)",
         "Each line is one network: the size of the gradient reaching each hidden layer's output, input on the "
         "left. A line falling to the left is a vanishing gradient: the steeper, the faster it vanishes "
-        "(sigmoid loses ~7x per layer at PyTorch's default init). Flat lines keep the signal.",
+        "(sigmoid loses ~7x per layer at PyTorch's default init). Flat lines keep the signal. When the sweep ran "
+        "both inits, dashed lines are PyTorch's default init and solid ones the init recommended for the "
+        "activation (Xavier with its gain for sigmoid/tanh, Kaiming for ReLU).",
         _draw_backprop, _backprop_size,
     ),
     _Spec(
         "ratio_heatmap", "First/last backprop ratio",
         "no configuration has a first/last ratio (every one failed)",
         "Signal at the first hidden layer divided by the signal at the last, at initialisation. 1 is perfect flow; "
-        "1e-6 means the first layer learns a million times slower than the last. Black cells: the first layer's "
-        "gradient underflowed float32 (exactly 0).",
+        "1e-6 means the first layer learns a million times slower than the last. One row of panels per init. "
+        "Black cells marked '<x': the first layer's gradient underflowed float32 (recorded as 0); the ratio is "
+        "below x, the smallest signal still measured over the last.",
         _draw_ratio_heatmap, _heatmap_size,
     ),
     _Spec(
         "training_curves", "Training curves",
         "no training losses were logged (every configuration failed)",
         "Training loss (solid) and validation loss (dashed) per activation at one depth. A flat line at the start "
-        "value: the network does not train.",
+        "value: the network does not train; a line rising above it: it diverged. One row of panels per init.",
         _draw_training_curves, _curves_size,
     ),
     _Spec(

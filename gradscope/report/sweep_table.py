@@ -6,34 +6,35 @@ from typing import TYPE_CHECKING, Optional
 
 from tabulate import tabulate
 
+from ..sweep.summary import DIVERGED, FAILED, STALLED, TRAINED, ratio_text
+
+_TRAINED = {TRAINED: "yes", STALLED: "no", DIVERGED: "diverged", FAILED: "failed"}
+
 if TYPE_CHECKING:
     from ..sweep.result import SweepResult
 
 HEADERS = (
-    "activation", "depth", "norm", "dropout",
-    "first/last\nat init", "decay/layer\nat init", "first/last\nafter",
-    "train\nloss", "val\nloss", "train\nacc", "val\nacc", "error",
+    "activation", "depth", "norm", "dropout", "init",
+    "first/last\nat init", "decay/layer\nat init", "first\nloss", "train\nloss", "val\nloss", "train\nacc",
+    "val\nacc", "trained", "error",
 )
 
 
 def render_table(result: "SweepResult") -> str:
-    """One row per configuration. first/last: backprop signal at the first hidden layer over that
-    at the last (1e-6: the first layer gets a millionth of the signal); decay/layer: the fitted
-    factor per layer (1: no decay)."""
+    """One row per configuration, a network's inits on adjacent rows. first/last: backprop signal
+    at the first hidden layer over that at the last (1e-6: the first layer gets a millionth of the
+    signal; "< 1e-19": it underflowed float32); decay/layer: the fitted factor per layer (1: no
+    decay); trained: yes, no or diverged (ConfigSummary.outcome; the HTML page has every column)."""
     rows = []
     for s in result.summaries:
         c = s.config
         rows.append([
-            c.activation, c.depth, c.norm, f"{c.dropout:g}",
-            _sci(s.first_last_ratio_init), _fixed(s.decay_factor_init), _sci(s.first_last_ratio_final),
-            _fixed(s.train_loss), _fixed(s.val_loss), _fixed(s.train_accuracy), _fixed(s.val_accuracy),
-            _short(s.error),
+            c.activation, c.depth, c.norm, f"{c.dropout:g}", c.init,
+            ratio_text(s.first_last_ratio_init, s.first_last_bound("init")), _fixed(s.decay_factor_init),
+            _fixed(s.first_loss), _fixed(s.train_loss), _fixed(s.val_loss), _fixed(s.train_accuracy),
+            _fixed(s.val_accuracy), _TRAINED.get(s.outcome, "-"), _short(s.error),
         ])
     return tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True, stralign="right")
-
-
-def _sci(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.2g}"
 
 
 def _fixed(value: Optional[float]) -> str:

@@ -29,9 +29,9 @@ class SweepConfig:
     seed: int = 0
 
     @property
-    def key(self) -> tuple[str, int, str, float]:
+    def key(self) -> tuple[str, int, str, float, str]:
         """What distinguishes configurations within one sweep."""
-        return (self.activation, self.depth, self.norm, float(self.dropout))
+        return (self.activation, self.depth, self.norm, float(self.dropout), self.init)
 
     @property
     def label(self) -> str:
@@ -41,6 +41,11 @@ class SweepConfig:
         if self.dropout:
             parts.append(f"dropout {self.dropout:g}")
         return ", ".join(parts)
+
+    @property
+    def label_with_init(self) -> str:
+        """The label naming the init too, for sweeps that ran several."""
+        return f"{self.label}, {self.init} init"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,17 +61,18 @@ def make_configs(
     width: int,
     norms: Iterable[str],
     dropouts: Iterable[float],
-    init: str,
+    inits: Iterable[str],
     steps: int,
     lr: float,
     seed: int,
 ) -> list[SweepConfig]:
-    """Every combination, activation-major, after checking each choice."""
+    """Every combination, activation-major and init innermost (so a network's two inits sit side
+    by side), after checking each choice."""
     activations = _unique(_check_names("activation", activations, tuple(ACTIVATIONS)))
     norms = _unique(_check_names("norm", norms, NORMS))
     depths = _unique(_check_ints("depth", depths, minimum=1))
     dropouts = _unique(_check_dropouts(dropouts))
-    _check_names("init", [init], INITS)
+    inits = _unique(_check_names("init", inits, INITS))
     (width,) = _check_ints("width", [width], minimum=1)
     (steps,) = _check_ints("steps", [steps], minimum=1)
     (seed,) = _check_ints("seed", [seed], minimum=0)
@@ -78,6 +84,7 @@ def make_configs(
         for depth in depths
         for norm in norms
         for dropout in dropouts
+        for init in inits
     ]
 
 

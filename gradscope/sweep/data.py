@@ -52,6 +52,14 @@ class SweepData:
     def num_features(self) -> int:
         return int(self.X.shape[1])
 
+    @property
+    def chance_loss(self) -> float:
+        """Cross-entropy of always predicting the training set's class frequencies: where a network
+        that learned nothing from its inputs ends (not the first loss, which the init decides)."""
+        frequencies = np.bincount(self.y, minlength=self.num_classes) / len(self.y)
+        frequencies = frequencies[frequencies > 0]
+        return float(-(frequencies * np.log(frequencies)).sum())
+
 
 def bundled_task(n_train: int = 512, n_val: int = 512, label_noise: float = 0.1) -> SweepData:
     """The deterministic synthetic teacher task described in this module's docstring."""

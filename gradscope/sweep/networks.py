@@ -23,13 +23,19 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,  # negative slope 0.01
+    "leaky_relu": nn.LeakyReLU,  # negative slope LEAKY_SLOPE
     "gelu": nn.GELU,
     "identity": nn.Identity,
 }
 
 NORMS: tuple[str, ...] = ("none", "batchnorm")
-INITS: tuple[str, ...] = ("default", "xavier", "kaiming")
+# "recommended" pairs each activation with the init derived for it (Glorot & Bengio 2010 for the
+# saturating ones, He et al. 2015 for the rectifiers); "xavier" and "kaiming" apply one rule to all.
+INITS: tuple[str, ...] = ("default", "recommended", "xavier", "kaiming")
+
+# The activations whose recommended init is Kaiming (fan_in); the others get Xavier with their gain.
+RECTIFIERS: tuple[str, ...] = ("relu", "leaky_relu", "gelu")
+LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default negative slope
 
 # nn.init.calculate_gain knows no "gelu" or "identity"; GELU is ReLU-like for positive inputs.
 _GAIN_NAME = {"gelu": "relu", "identity": "linear"}
@@ -43,8 +49,13 @@ def activation_gain(activation: str) -> float:
     """The gain `xavier_uniform_` uses for a hidden layer followed by `activation`."""
     name = _GAIN_NAME.get(activation, activation)
     if name == "leaky_relu":
-        return nn.init.calculate_gain("leaky_relu", 0.01)
+        return nn.init.calculate_gain("leaky_relu", LEAKY_SLOPE)
     return nn.init.calculate_gain(name)
+
+
+def recommended_init(activation: str) -> str:
+    """What `init="recommended"` means for `activation`: "kaiming" for rectifiers, else "xavier"."""
+    return "kaiming" if activation in RECTIFIERS else "xavier"
 
 
 def build_network(
@@ -77,14 +88,21 @@ def build_network(
 def apply_init(model: nn.Module, activation: str, init: str) -> None:
     """Re-draw every Linear layer's weights (forward order) according to `init`.
 
-    default: keep PyTorch's own Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
-    xavier:  xavier_uniform_ with gain calculate_gain(activation) (gain 1 for the head), zero biases.
-    kaiming: kaiming_normal_(mode="fan_in") with PyTorch's default gain sqrt(2) for every hidden
-             layer whatever the activation (He et al. 2015 derived it for ReLU; that is the point of
-             comparing it across activations), gain 1 for the head, zero biases.
+    default:     keep PyTorch's own Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+    recommended: the init made for the activation: kaiming_normal_(mode="fan_in") with the activation's
+                 own nonlinearity for relu/leaky_relu/gelu (GELU takes ReLU's gain), xavier_uniform_ with
+                 calculate_gain(activation) for sigmoid/tanh/identity; gain 1 for the head, zero biases.
+    xavier:      xavier_uniform_ with gain calculate_gain(activation) (gain 1 for the head), zero biases.
+    kaiming:     kaiming_normal_(mode="fan_in") with PyTorch's default gain sqrt(2) for every hidden
+                 layer whatever the activation (He et al. 2015 derived it for ReLU; that is the point of
+                 comparing it across activations), gain 1 for the head, zero biases.
     """
     if init == "default":
         return
+    # Only "recommended" follows the activation's own slope; "kaiming" keeps ReLU's gain for all.
+    rectifier = "leaky_relu" if init == "recommended" and activation == "leaky_relu" else "relu"
+    if init == "recommended":
+        init = recommended_init(activation)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for position, linear in enumerate(linears):
@@ -92,7 +110,8 @@ def apply_init(model: nn.Module, activation: str, init: str) -> None:
             if init == "xavier":
                 nn.init.xavier_uniform_(linear.weight, gain=1.0 if is_head else activation_gain(activation))
             elif init == "kaiming":
-                nn.init.kaiming_normal_(linear.weight, mode="fan_in", nonlinearity="linear" if is_head else "relu")
+                nn.init.kaiming_normal_(linear.weight, a=LEAKY_SLOPE if rectifier == "leaky_relu" else 0.0,
+                                        mode="fan_in", nonlinearity="linear" if is_head else rectifier)
             else:
                 raise ValueError(f"unknown init {init!r}")
             nn.init.zeros_(linear.bias)

@@ -11,10 +11,11 @@ from ..errors import RecordFormatError, UnknownConfigError
 from ..io import json_text, read_json_file, write_atomic
 from ..record import RunRecord
 from .config import SweepConfig
-from .summary import ConfigSummary
+from .summary import ConfigSummary, first_logged_loss
 
 SWEEP_FORMAT = "gradscope-sweep"
-SWEEP_FORMAT_VERSION = 1
+SWEEP_FORMAT_VERSION = 2  # 2: summaries hold first_loss, options hold "inits" (a list)
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -34,25 +35,46 @@ class SweepResult:
     def failures(self) -> list[ConfigSummary]:
         return [s for s in self.summaries if s.error]
 
-    def find(self, activation: str, depth: int, norm: str = "none", dropout: float = 0.0) -> RunRecord:
-        """The RunRecord of one configuration (recorded by gradscope.watch while it trained)."""
-        record = self.records[self._index(activation, depth, norm, dropout)]
+    @property
+    def inits(self) -> list[str]:
+        """The inits this sweep ran, in sweep order."""
+        return list(dict.fromkeys(s.config.init for s in self.summaries))
+
+    def find(
+        self, activation: str, depth: int, norm: str = "none", dropout: float = 0.0, init: Optional[str] = None
+    ) -> RunRecord:
+        """The RunRecord of one configuration (recorded by gradscope.watch while it trained).
+
+        init may be left out when the sweep ran a single init."""
+        index = self._index(activation, depth, norm, dropout, init)
+        record = self.records[index]
         if record is None:
-            raise UnknownConfigError(f"The sweep kept no record for {activation}, depth {depth}, {norm}, dropout {dropout}.")
+            raise UnknownConfigError(f"The sweep kept no record for {self.summaries[index].config.label_with_init}.")
         return record
 
-    def summary(self, activation: str, depth: int, norm: str = "none", dropout: float = 0.0) -> ConfigSummary:
-        return self.summaries[self._index(activation, depth, norm, dropout)]
+    def summary(
+        self, activation: str, depth: int, norm: str = "none", dropout: float = 0.0, init: Optional[str] = None
+    ) -> ConfigSummary:
+        return self.summaries[self._index(activation, depth, norm, dropout, init)]
 
-    def _index(self, activation: str, depth: int, norm: str, dropout: float) -> int:
-        key = (activation, depth, norm, float(dropout))
-        for index, summary in enumerate(self.summaries):
-            if summary.config.key == key:
-                return index
-        ran = "; ".join(s.config.label for s in self.summaries) or "nothing"
+    def _index(self, activation: str, depth: int, norm: str, dropout: float, init: Optional[str]) -> int:
+        matches = [
+            index for index, c in enumerate(self.configs)
+            if (c.activation, c.depth, c.norm, c.dropout) == (activation, depth, norm, float(dropout))
+            and init in (None, c.init)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            inits = [self.summaries[i].config.init for i in matches]
+            raise UnknownConfigError(
+                f"This sweep ran {self.summaries[matches[0]].config.label} at several inits ({', '.join(inits)}); "
+                f"say which one, e.g. init={inits[-1]!r}."
+            )
+        ran = "; ".join(s.config.label_with_init for s in self.summaries) or "nothing"
+        asked = f"activation={activation!r}, depth={depth!r}, norm={norm!r}, dropout={dropout!r}"
         raise UnknownConfigError(
-            f"This sweep did not run activation={activation!r}, depth={depth!r}, norm={norm!r}, dropout={dropout!r}. "
-            f"It ran: {ran}."
+            f"This sweep did not run {asked}{'' if init is None else f', init={init!r}'}. It ran: {ran}."
         )
 
     # ---- JSON -----------------------------------------------------------------------------
@@ -75,10 +97,10 @@ class SweepResult:
                 f"{source} is not a gradscope sweep result (no \"format\": \"{SWEEP_FORMAT}\" at the top level). "
                 "Pass a file written by `gradscope sweep --json` or `SweepResult.save`."
             )
-        if data.get("version") != SWEEP_FORMAT_VERSION:
+        if data.get("version") not in READABLE_VERSIONS:
             raise RecordFormatError(
-                f"{source} is sweep format version {data.get('version')!r}; this gradscope reads version "
-                f"{SWEEP_FORMAT_VERSION}. Re-run the sweep with this version of gradscope."
+                f"{source} is sweep format version {data.get('version')!r}; this gradscope reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run the sweep with this version of gradscope."
             )
         try:
             summaries = [ConfigSummary.from_dict(s) for s in data["summaries"]]
@@ -88,6 +110,9 @@ class SweepResult:
             ]
             if len(records) != len(summaries):
                 raise ValueError("summaries and records differ in number")
+            for summary, record in zip(summaries, records):
+                if summary.first_loss is None and record is not None:  # version 1 did not store it
+                    summary.first_loss = first_logged_loss(record)
             return cls(
                 summaries=summaries,
                 records=records,

@@ -69,6 +69,7 @@ def run_config(config: SweepConfig, data: SweepData) -> Outcome:
         error = f"{type(exc).__name__}: {exc}"
     record = run.record  # what was recorded up to a failure is kept
     metrics = _final_metrics(model, loss_fn, X, y, X_val, y_val) if steps_done else {}
+    metrics["chance_loss"] = data.chance_loss
     record.meta.options["sweep"] = config.to_dict()
     summary = summarize(
         config, record, hidden_layer_names(model), hidden_linear_names(model), metrics,

@@ -8,13 +8,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..decay import decay_per_layer, first_last_ratio
+from ..errors import UnknownSeriesError
 from ..io import from_json_value, to_json_value
 from ..record import RunRecord, Value
 from .config import SweepConfig
+
+# A network "trained" when its final training loss is below this fraction of both its first loss
+# and the chance loss (a network that only learned the class frequencies did not train); it
+# "diverged" when it ends above its first loss or at a loss that is not finite.
+TRAINED_FRACTION = 0.95
+TRAINED, STALLED, DIVERGED, FAILED = "trained", "did not train", "diverged", "failed"
+FLOAT32_TINY = 1e-38  # about the smallest normal float32 (1.18e-38)
 
 
 @dataclass
@@ -36,6 +45,8 @@ class ConfigSummary:
     first_last_ratio_final: Value = None
     decay_factor_init: Value = None  # see fit_decay_factor
     decay_factor_final: Value = None
+    first_loss: Value = None  # the training loss logged at step 0, from the initial weights
+    chance_loss: Value = None  # the loss of predicting the class frequencies (SweepData.chance_loss)
     train_loss: Value = None  # eval mode, whole training set, after the last step
     train_accuracy: Value = None
     val_loss: Value = None
@@ -43,6 +54,24 @@ class ConfigSummary:
     steps_done: int = 0
     seconds: float = 0.0
     error: Optional[str] = None  # why training stopped early (non-finite loss, an exception)
+
+    @property
+    def outcome(self) -> Optional[str]:
+        """TRAINED, STALLED, DIVERGED or FAILED (see TRAINED_FRACTION); None when not measured."""
+        if self.train_loss is not None and not math.isfinite(self.train_loss):
+            return DIVERGED
+        if self.error:
+            return FAILED
+        if self.train_loss is None or self.first_loss is None:
+            return None
+        if self.train_loss > self.first_loss:
+            return DIVERGED
+        floor = self.first_loss if self.chance_loss is None else min(self.first_loss, self.chance_loss)
+        return TRAINED if self.train_loss < TRAINED_FRACTION * floor else STALLED
+
+    def first_last_bound(self, when: str = "init") -> Value:
+        """Upper bound of a first/last ratio measured as exactly 0 (see underflow_bound), else None."""
+        return underflow_bound(getattr(self.backprop, when))
 
     @property
     def generalization_gap(self) -> Value:
@@ -69,6 +98,30 @@ class ConfigSummary:
 fit_decay_factor = decay_per_layer
 
 
+def underflow_bound(signal: Sequence[Value]) -> Value:
+    """What a first/last ratio measured as 0 is known to be below, or None when it is not 0.
+
+    In a deep sigmoid stack the first layers' backprop signal underflows float32 and is recorded
+    as 0 (the squares inside the norm fall below float32's range first, near a signal of 1e-21,
+    well before 1e-38). Those layers lie further down the decaying chain than the smallest signal
+    still measured, so their ratio to the last layer is below that signal's ratio; print that
+    bound, never 0.
+    """
+    if not signal or signal[0] != 0 or signal[-1] is None or not signal[-1] > 0:
+        return None
+    measured = [v for v in signal if v is not None and v > 0]
+    return float(min(measured) / signal[-1])
+
+
+def ratio_text(value: Value, bound: Value = None) -> str:
+    """A ratio in two significant digits; one that underflowed to 0 as "< bound" (never "0")."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return f"< {bound:.2g}" if bound is not None else f"< {FLOAT32_TINY:.0e}"
+    return f"{value:.2g}"
+
+
 def summarize(
     config: SweepConfig,
     record: Optional[RunRecord],
@@ -84,6 +137,7 @@ def summarize(
                             seconds=seconds, error=error, **metrics)
     if record is None or not record.steps:
         return summary
+    summary.first_loss = first_logged_loss(record)
     summary.backprop = _profile(record, "backprop_norm", hidden_layers)
     summary.grad_rms = _profile(record, "grad_rms", hidden_linears)
     summary.sparsity = _profile(record, "act_sparsity", hidden_layers)
@@ -92,6 +146,15 @@ def summarize(
     summary.decay_factor_init = fit_decay_factor(summary.backprop.init)
     summary.decay_factor_final = fit_decay_factor(summary.backprop.final)
     return summary
+
+
+def first_logged_loss(record: RunRecord) -> Value:
+    """The training loss the sweep logged first (at step 0, from the initial weights), or None."""
+    try:
+        _, losses = record.scalar_series("loss")
+    except UnknownSeriesError:
+        return None
+    return losses[0] if losses else None
 
 
 def _profile(record: RunRecord, stat: str, names: list[str]) -> LayerProfile:

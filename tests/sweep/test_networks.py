@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gradscope.sweep import build_network
-from gradscope.sweep.networks import activation_gain, hidden_layer_names, hidden_linear_names
+from gradscope.sweep.networks import activation_gain, hidden_layer_names, hidden_linear_names, recommended_init
 
 
 def test_blocks_are_linear_norm_activation_dropout_then_head():
@@ -64,3 +64,41 @@ def test_xavier_init_uses_the_activation_gain(activation, gain):
 def test_extra_activations_build_and_run(activation):
     model = build_network(4, 3, activation, depth=2, width=8, init="xavier")
     assert torch.isfinite(model(torch.randn(5, 4))).all()
+
+
+@pytest.mark.parametrize(
+    "activation,rule,gain",
+    [
+        ("relu", "kaiming", math.sqrt(2)),
+        ("leaky_relu", "kaiming", math.sqrt(2 / (1 + 0.01**2))),  # the activation's own slope
+        ("gelu", "kaiming", math.sqrt(2)),  # calculate_gain has no GELU; it is ReLU-like
+        ("sigmoid", "xavier", 1.0),
+        ("tanh", "xavier", 5 / 3),
+        ("identity", "xavier", 1.0),
+    ],
+)
+def test_recommended_init_is_kaiming_for_rectifiers_and_xavier_with_gain_otherwise(activation, rule, gain):
+    assert recommended_init(activation) == rule
+    torch.manual_seed(0)
+    model = build_network(256, 4, activation, depth=3, width=256, init="recommended")
+    for layer in (model.fc2, model.fc3):
+        # kaiming_normal_(fan_in): std gain/sqrt(n); xavier_uniform_ on a square layer: std gain/sqrt(n) too,
+        # inside the bound gain*sqrt(6/(2n))
+        assert layer.weight.std().item() == pytest.approx(gain / math.sqrt(256), rel=0.02)
+        if rule == "xavier":
+            assert layer.weight.abs().max().item() <= gain * math.sqrt(6 / 512)
+        else:
+            assert layer.weight.abs().max().item() > gain * math.sqrt(6 / 512)  # a normal's tails, not a uniform
+        assert torch.count_nonzero(layer.bias) == 0
+    head_std = 1 / math.sqrt(256) if rule == "kaiming" else math.sqrt(2 / (256 + 4))  # gain 1 for the head
+    assert model.head.weight.std().item() == pytest.approx(head_std, rel=0.1)
+
+
+def test_recommended_init_draws_the_same_weights_as_the_rule_it_names():
+    for activation in ("relu", "tanh"):
+        torch.manual_seed(3)
+        recommended = build_network(16, 4, activation, depth=2, width=32, init="recommended")
+        torch.manual_seed(3)
+        named = build_network(16, 4, activation, depth=2, width=32, init=recommended_init(activation))
+        for mine, theirs in zip(recommended.parameters(), named.parameters()):
+            assert torch.equal(mine, theirs)

@@ -55,7 +55,7 @@ def test_html_page_has_table_figures_and_reading(result, figures, tmp_path):
         assert f'id="{anchor}"' in page
     assert page.count("data:image/png;base64,") == len(figures)
     assert page.count("<tr") >= 1 + len(result.summaries)  # header + one row per configuration
-    assert "BatchNorm raises the first/last ratio" in html.unescape(page)
+    assert "BatchNorm at depth 4 (PyTorch's default init) changes the first/last ratio" in html.unescape(page)
     assert not re.search(r"""(src|href)=["']https?://""", page)  # loads nothing from the network
     path = write_sweep_html(tmp_path / "out" / "sweep.html", result, figures=figures)
     assert path.read_text(encoding="utf-8") == page

@@ -24,7 +24,7 @@ from gradscope.sweep.reading import describe
 
 @pytest.fixture(scope="module")
 def small():
-    return gradscope.sweep(activations=("sigmoid", "relu"), depths=(2, 3), steps=4, workers=1)
+    return gradscope.sweep(activations=("sigmoid", "relu"), depths=(2, 3), init="default", steps=4, workers=1)
 
 
 def test_find_returns_the_watched_record_of_that_network(small):
@@ -50,7 +50,8 @@ def test_summary_numbers_come_from_the_record(small):
     assert summary.steps_done == 4 and summary.error is None
     assert 0 <= summary.val_accuracy <= 1 and summary.train_loss > 0
     assert [c.key for c in small.configs] == [
-        ("sigmoid", 2, "none", 0.0), ("sigmoid", 3, "none", 0.0), ("relu", 2, "none", 0.0), ("relu", 3, "none", 0.0)]
+        ("sigmoid", 2, "none", 0.0, "default"), ("sigmoid", 3, "none", 0.0, "default"),
+        ("relu", 2, "none", 0.0, "default"), ("relu", 3, "none", 0.0, "default")]
 
 
 def test_decay_factor_fit_on_a_known_geometric_signal():
@@ -134,7 +135,7 @@ def test_a_diverging_configuration_is_reported_and_the_others_still_run():
 
 def test_progress_is_reported_once_per_configuration():
     calls = []
-    gradscope.sweep(activations=("relu", "tanh"), depths=(1, 2), steps=1, workers=1,
+    gradscope.sweep(activations=("relu", "tanh"), depths=(1, 2), init="default", steps=1, workers=1,
                     progress=lambda done, total, summary: calls.append((done, total, summary and summary.config.label)))
     assert [(d, t) for d, t, _ in calls] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     assert calls[0][2] is None and calls[1][2] == "relu, depth 1"
@@ -163,6 +164,39 @@ def test_user_data_sets_the_network_shape():
     data = SweepData(X=rng.normal(size=(40, 5)).astype(np.float32), y=(np.arange(40) % 3).astype(np.int64),
                      X_val=rng.normal(size=(10, 5)).astype(np.float32), y_val=(np.arange(10) % 3).astype(np.int64),
                      num_classes=3, description="tiny")
-    result = gradscope.sweep(activations=("relu",), depths=(2,), steps=2, data=data, workers=1)
+    result = gradscope.sweep(activations=("relu",), depths=(2,), init="default", steps=2, data=data, workers=1)
     assert result.data_description == "tiny"
     assert result.find("relu", 2).meta.num_params == (5 * 64 + 64) + (64 * 64 + 64) + (64 * 3 + 3)
+
+
+@pytest.fixture(scope="module")
+def both_inits():
+    return gradscope.sweep(activations=("relu",), depths=(2,), steps=2, workers=1)
+
+
+def test_the_default_sweep_runs_each_network_at_both_inits_and_find_selects_one(both_inits):
+    assert both_inits.inits == ["default", "recommended"] and both_inits.options["inits"] == ["default", "recommended"]
+    default = both_inits.find("relu", 2, init="default")
+    recommended = both_inits.find("relu", 2, init="recommended")
+    assert default.meta.options["sweep"]["init"] == "default"
+    assert recommended.meta.options["sweep"]["init"] == "recommended"
+    assert both_inits.summary("relu", 2, init="recommended").config.init == "recommended"
+    with pytest.raises(UnknownConfigError, match=r"ran relu, depth 2 at several inits \(default, recommended\); "
+                                                 r"say which one, e.g. init='recommended'"):
+        both_inits.find("relu", 2)
+    with pytest.raises(UnknownConfigError, match="did not run .*init='xavier'. It ran: relu, depth 2, default init"):
+        both_inits.find("relu", 2, init="xavier")
+
+
+def test_a_version_1_sweep_file_still_loads(both_inits):
+    data = json.loads(both_inits.to_json())
+    data["version"] = 1
+    for summary in data["summaries"]:
+        del summary["first_loss"], summary["chance_loss"]
+    loaded = SweepResult.from_dict(data)
+    for old, new in zip(loaded.summaries, both_inits.summaries):
+        assert old.first_loss == new.first_loss  # read back from the record's logged loss
+        assert old.chance_loss is None and old.outcome in ("trained", "did not train", "diverged")
+    data["version"] = 3
+    with pytest.raises(RecordFormatError, match="version 3; this gradscope reads versions 1, 2"):
+        SweepResult.from_dict(data)

@@ -7,6 +7,9 @@ itself; no gradscope code is involved. Theory (per layer, going backwards, width
   scales the backward signal by sqrt(1/3) = 0.577 times the activation's derivative:
   tanh (tanh' ~ 1 near 0) ~0.58, ReLU (half the units pass) 0.577 * sqrt(1/2) ~0.41,
   sigmoid (sigma' <= 1/4) ~0.14. Kaiming (gain sqrt 2) makes ReLU's factor 1.
+  The recommended init pairs each activation with its own: Kaiming for ReLU (factor ~1), Xavier
+  with gain 5/3 for tanh (~1), Xavier with gain 1 for sigmoid, whose factor stays near
+  sigma'(0) = 1/4 because no weight scale undoes a derivative that small.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from torch import nn
 import gradscope
 from gradscope.report import sweep_table
 from gradscope.sweep import bundled_task, fit_decay_factor
+from gradscope.sweep.reading import describe
+from gradscope.sweep.summary import DIVERGED, TRAINED
 
 DATA = bundled_task()
 WIDTH = 64
@@ -38,7 +43,14 @@ def reference_backprop(activation: str, depth: int, init: str, seed: int = 0, ba
         norms.append(nn.BatchNorm1d(WIDTH) if batchnorm else nn.Identity())
         fan_in = WIDTH
     head = nn.Linear(fan_in, DATA.num_classes)
-    if init == "kaiming":
+    if init == "recommended" and activation != "relu":
+        with torch.no_grad():
+            for layer in linears:
+                nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain(activation))
+                layer.bias.zero_()
+            nn.init.xavier_uniform_(head.weight, gain=1.0)
+            head.bias.zero_()
+    if init == "kaiming" or (init == "recommended" and activation == "relu"):
         with torch.no_grad():
             for layer in linears:
                 nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
@@ -73,6 +85,31 @@ def default_depth8():
 @pytest.fixture(scope="module")
 def kaiming_depth8():
     return init_sweep(("sigmoid", "tanh", "relu"), (8,), init="kaiming")
+
+
+@pytest.fixture(scope="module")
+def both_inits_depth8():
+    return init_sweep(("sigmoid", "tanh", "relu"), (8,), init=("default", "recommended"))
+
+
+def test_recommended_init_keeps_relu_and_tanh_while_sigmoid_still_shrinks(both_inits_depth8):
+    factor = {}
+    for activation in ("sigmoid", "tanh", "relu"):
+        summary = both_inits_depth8.summary(activation, 8, init="recommended")
+        signal, _ = reference_backprop(activation, 8, "recommended")
+        np.testing.assert_allclose(summary.backprop.init, signal, rtol=1e-4)  # the same weights, measured by hand
+        factor[activation] = summary.decay_factor_init
+    assert 0.85 < factor["relu"] < 1.2 and 0.85 < factor["tanh"] < 1.2
+    assert factor["sigmoid"] == pytest.approx(0.24, abs=0.03)  # sigma' <= 1/4: no init repairs it
+
+
+def test_default_init_numbers_are_unchanged_by_running_both_inits(both_inits_depth8, default_depth8):
+    # measured before inits became a list (main at 68e0ee1): default init, depth 8, seed 0
+    before = {"sigmoid": 0.13921590805974732, "tanh": 0.5598625394444823, "relu": 0.40980862887952046}
+    for activation, factor in before.items():
+        both = both_inits_depth8.summary(activation, 8, init="default")
+        assert both.decay_factor_init == pytest.approx(factor, rel=1e-6)
+        assert default_depth8.summary(activation, 8).decay_factor_init == pytest.approx(factor, rel=1e-6)
 
 
 def test_step_0_statistics_are_those_of_the_initial_weights(default_depth8):
@@ -151,3 +188,17 @@ def test_dropout_shrinks_the_train_validation_gap_on_a_small_training_set():
     assert without.train_accuracy > 0.95  # it memorises the training set, noise included
     assert with_dropout.generalization_gap < 0.75 * without.generalization_gap
     assert with_dropout.val_loss < without.val_loss
+
+
+def test_relu_at_kaiming_init_diverges_at_depth_16_while_tanh_at_xavier_trains():
+    # A flowing gradient is not enough: at lr 0.1 (momentum 0.9) the 16-layer ReLU network keeps its
+    # signal at init (x~1 per layer) and still ends above its first loss; tanh at Xavier trains.
+    result = gradscope.sweep(activations=("tanh", "relu"), depths=(16,), init="recommended", steps=100, workers=1)
+    relu, tanh = result.summary("relu", 16), result.summary("tanh", 16)
+    assert 0.85 < relu.decay_factor_init < 1.2
+    assert relu.train_loss > relu.first_loss and relu.outcome == DIVERGED
+    assert tanh.train_loss < 0.5 * tanh.first_loss and tanh.outcome == TRAINED
+    lines = describe(result)
+    assert any(line.startswith("Diverged instead of training: relu, depth 16 at lr 0.1: its training loss went from "
+                               f"{relu.first_loss:.3g} at step 0 to {relu.train_loss:.3g}") for line in lines)
+    assert "tanh trains at depth 16." in lines and "relu does not train at depth 16 (diverges at depth 16)." in lines
