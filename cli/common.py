@@ -95,19 +95,23 @@ def findings_at_or_above(findings: Iterable[Finding], fail_on: str) -> bool:
     return any(severity_rank(f.severity) >= rank and f.code != SKIPPED for f in findings)
 
 
-def output_options(command: Callable) -> Callable:
-    """--json / --html / --png, shared by `analyze` and `report`."""
-    command = click.option(
-        "--png", "png_dir", metavar="DIR", help="Write one PNG per figure into DIR (created if missing)."
-    )(command)
-    command = click.option("--html", "html_path", metavar="PATH", help="Write a self-contained HTML report.")(command)
-    command = click.option(
-        "--json",
-        "json_path",
-        metavar="PATH",
-        help="Write the run record (and its findings) as JSON, for `gradscope report` and `gradscope compare`.",
-    )(command)
-    return command
+def output_options_with(json_help: str, html_help: str = "Write a self-contained HTML report.") -> Callable:
+    """--json / --html / --png, each command saying what its JSON and page hold."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "--png", "png_dir", metavar="DIR", help="Write one PNG per figure into DIR (created if missing)."
+        )(command)
+        command = click.option("--html", "html_path", metavar="PATH", help=html_help)(command)
+        return click.option("--json", "json_path", metavar="PATH", help=json_help)(command)
+
+    return decorate
+
+
+# `analyze` and `report`: the JSON is a run record.
+output_options = output_options_with(
+    "Write the run record (and its findings) as JSON, for `gradscope report` and `gradscope compare`."
+)
 
 
 def fail_on_option(default: str) -> Callable:
