@@ -2,12 +2,16 @@
 
     python benchmarks/sweep_time.py [--steps 100] [--skip-parallel]
 
-Target: the default sweep (sigmoid/tanh/relu x depths 2,4,8,16,32, width 64, 100 steps) in
-under 30 s on 2 cores. Printed side by side, all measured in this one process:
-  plain     the same 15 networks trained by a plain loop (same data, init, optimizer and
-            per-step validation), no gradscope, one after the other;
-  sweep x1  gradscope.sweep(workers=1): the same work, recorded;
-  sweep     gradscope.sweep() with its default workers (one process per core).
+Target: the default sweep (sigmoid/tanh/relu x depths 2,4,8,16 x inits default,recommended:
+24 networks, width 64, 100 steps) in no more time than the sweep it replaced (the same three
+activations x depths 2,4,8,16,32 at the default init only: 15 networks), and under 30 s on
+2 cores. Printed side by side, all measured in this one process:
+  plain     the 24 networks trained by a plain loop (same data, init, optimizer and per-step
+            validation), no gradscope, one after the other;
+  sweep x1  gradscope.sweep(workers=1): the same work, recorded; and the previous default
+            (15 networks, one init) the same way;
+  sweep     gradscope.sweep() with its default workers (one process per core), and the
+            previous default the same way.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import torch
 from torch import nn
 
 import gradscope
-from gradscope.sweep import build_network, bundled_task
+from gradscope.sweep import DEFAULT_ACTIVATIONS, DEFAULT_DEPTHS, DEFAULT_INITS, build_network, bundled_task
 from gradscope.sweep.config import MOMENTUM
 from gradscope.sweep.runner import default_workers
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
-DEPTHS = (2, 4, 8, 16, 32)
+DEFAULT = dict(activations=DEFAULT_ACTIVATIONS, depths=DEFAULT_DEPTHS, init=DEFAULT_INITS)
+BEFORE = dict(activations=("sigmoid", "tanh", "relu"), depths=(2, 4, 8, 16, 32), init="default")
 
 
 def plain_loop(steps: int) -> float:
@@ -35,10 +39,10 @@ def plain_loop(steps: int) -> float:
     X_val, y_val = torch.from_numpy(data.X_val), torch.from_numpy(data.y_val)
     loss_fn = nn.CrossEntropyLoss()
     started = time.perf_counter()
-    for activation in ACTIVATIONS:
-        for depth in DEPTHS:
+    for activation in DEFAULT["activations"]:
+        for depth, init in ((d, i) for d in DEFAULT["depths"] for i in DEFAULT["init"]):
             torch.manual_seed(0)
-            model = build_network(data.num_features, data.num_classes, activation, depth, 64)
+            model = build_network(data.num_features, data.num_classes, activation, depth, 64, init=init)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=MOMENTUM)
             for _ in range(steps):
                 logits = model(X)
@@ -54,10 +58,11 @@ def plain_loop(steps: int) -> float:
     return time.perf_counter() - started
 
 
-def timed_sweep(steps: int, workers):
-    started = time.perf_counter()
-    result = gradscope.sweep(activations=ACTIVATIONS, depths=DEPTHS, steps=steps, workers=workers)
-    return time.perf_counter() - started, result
+def timed_sweep(steps: int, workers, options=DEFAULT):
+    """Wall seconds, this process's CPU seconds (all the work when workers=1) and the result."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = gradscope.sweep(**options, steps=steps, workers=workers)
+    return time.perf_counter() - started, time.process_time() - cpu_started, result
 
 
 def _work(result) -> float:
@@ -68,27 +73,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--skip-parallel", action="store_true")
+    parser.add_argument("--skip-plain", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as in the sweep's workers: these networks are too small for intra-op threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"cores: {cores}, load average before: {load:.1f}, torch {torch.__version__}, steps {args.steps}")
+    # "cpu s": this process's CPU time, the whole work when workers=1 and barely moved by other
+    # programs on the cores (wall time is not, on a shared machine). "config s": the
+    # configurations' own wall times added up; beside the total it shows what process start-up
+    # costs and how much other programs slowed us.
+    print(f"{'':28s} {'seconds':>8s} {'cpu s':>8s} {'processes':>10s} {'config s':>9s}", flush=True)
 
-    plain = plain_loop(args.steps)
-    sequential, result = timed_sweep(args.steps, workers=1)
-    rows = [("plain loop, no gradscope", plain, 1, plain), ("sweep, workers=1", sequential, 1, _work(result))]
+    def show(label, seconds, cpu, workers, work):
+        print(f"{label:28s} {seconds:8.1f} {cpu:8.1f} {workers:10d} {work:9.1f}", flush=True)
+
+    if not args.skip_plain:
+        cpu_started = time.process_time()
+        plain = plain_loop(args.steps)
+        show("plain loop, no gradscope", plain, time.process_time() - cpu_started, 1, plain)
+    sequential, sequential_cpu, result = timed_sweep(args.steps, workers=1)
+    show("sweep, workers=1", sequential, sequential_cpu, 1, _work(result))
+    before_sequential, before_cpu, previous = timed_sweep(args.steps, workers=1, options=BEFORE)
+    show("before: 15 nets, workers=1", before_sequential, before_cpu, 1, _work(previous))
     if not args.skip_parallel:
-        parallel, pooled = timed_sweep(args.steps, workers=None)
-        rows.append(("sweep, default workers", parallel, default_workers(pooled.configs), _work(pooled)))
-    # "config s": the configurations' own wall times added up. Beside the total it shows what
-    # process start-up costs and, when other programs share the cores, how much they slowed us.
-    print(f"{'':28s} {'seconds':>8s} {'x plain':>8s} {'processes':>10s} {'config s':>9s}")
-    for label, seconds, workers, work in rows:
-        print(f"{label:28s} {seconds:8.1f} {seconds / plain:8.2f} {workers:10d} {work:9.1f}")
+        parallel, parallel_cpu, pooled = timed_sweep(args.steps, workers=None)
+        show("sweep, default workers", parallel, parallel_cpu, default_workers(pooled.configs), _work(pooled))
+        before, before_parallel_cpu, previous = timed_sweep(args.steps, workers=None, options=BEFORE)
+        show("before, default workers", before, before_parallel_cpu, default_workers(previous.configs), _work(previous))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average after: {load:.1f}")
-    failed = [s.config.label for s in result.failures]
-    print(f"configurations: {len(result.summaries)}, failed: {failed or 'none'}; target: default sweep < 30 s on 2 cores")
+    failed = [s.config.label_with_init for s in result.failures]
+    print(f"configurations: {len(result.summaries)} (before: {len(previous.summaries)}), failed: {failed or 'none'}; "
+          "target: no slower than before, < 30 s on 2 cores")
+    print(f"default sweep / previous default sweep, CPU seconds with workers=1: {sequential_cpu / before_cpu:.2f}")
+    if not args.skip_parallel:
+        print(f"default sweep / previous default sweep, wall seconds with default workers: {parallel / before:.2f}")
 
 
 if __name__ == "__main__":

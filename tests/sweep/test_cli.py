@@ -86,13 +86,9 @@ def test_data_file_is_used(tmp_path):
     ],
 )
 def test_bad_options_exit_2_naming_the_flag_before_anything_runs(tmp_path, args, phrase):
-    outputs = ["--json", tmp_path / "out" / "s.json", "--html", tmp_path / "out" / "s.html", "--png", tmp_path / "figs"]
-    code, out, err = invoke("--steps", "1", *args, *outputs)
-    assert code == 2
-    error_line = err.strip().splitlines()[-1]
-    assert error_line.startswith("Error: ") and phrase in error_line and "Traceback" not in err
-    assert out == ""
-    assert files_under(tmp_path) == []
+    err = failed_sweep_error(tmp_path, args)
+    error_line = err.strip().splitlines()[-1]  # after click's usage lines
+    assert error_line.startswith("Error: ") and phrase in error_line
 
 
 @pytest.mark.parametrize(
@@ -103,12 +99,17 @@ def test_bad_options_exit_2_naming_the_flag_before_anything_runs(tmp_path, args,
     ],
 )
 def test_user_errors_exit_2_with_one_paragraph_and_no_files(tmp_path, args, phrase):
+    err = failed_sweep_error(tmp_path, args)
+    assert err.startswith("Error: ") and phrase in err and "\n" not in err.strip()
+
+
+def failed_sweep_error(tmp_path, args):
+    """Run a sweep that must fail with exit 2, printing and writing nothing; its stderr."""
     outputs = ["--json", tmp_path / "out" / "s.json", "--html", tmp_path / "out" / "s.html", "--png", tmp_path / "figs"]
     code, out, err = invoke("--steps", "1", *args, *outputs)
-    assert code == 2
-    assert err.startswith("Error: ") and phrase in err and "\n" not in err.strip() and "Traceback" not in err
-    assert out == ""
+    assert code == 2 and out == "" and "Traceback" not in err
     assert files_under(tmp_path) == []
+    return err
 
 
 def test_debug_adds_the_traceback_to_a_user_error(tmp_path):
