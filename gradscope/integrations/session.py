@@ -9,6 +9,7 @@ two callbacks behave the same and each stays a thin translation of its framework
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from typing import Any, Optional
@@ -53,6 +54,11 @@ def torch_optimizer(optimizer: Any) -> Optional[torch.optim.Optimizer]:
     return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
 
 
+def _watch_streams_to_a_store() -> bool:
+    """Whether this gradscope's watch() takes path= (the run store); else the record is saved at the end."""
+    return "path" in inspect.signature(Watcher.__init__).parameters
+
+
 class WatchSession:
     """One watched fit: the Watcher, the summary scalars of new recorded steps, the end of the run."""
 
@@ -85,6 +91,8 @@ class WatchSession:
 
     def start(self, model: nn.Module, optimizer: Any, scaler: Any = None, **overrides: Any) -> Watcher:
         options = {**self.watch_options, **overrides}
+        if self.path is not None and _watch_streams_to_a_store():
+            options["path"] = self.path  # each recorded step reaches disk as it is taken
         if scaler is not None and "scaler" not in self.watch_options:
             options["scaler"] = scaler
         self.watcher = Watcher(model, optimizer, every=self.every, **options).attach()
@@ -129,7 +137,7 @@ class WatchSession:
         if not watcher.is_main_process:
             return self.record
         self.diagnosis = diagnose(self.record)
-        if self.path is not None:
+        if self.path is not None and not _watch_streams_to_a_store():
             self.record.save(self.path)
         if self.html is not None:
             from ..report.html import write_html
@@ -162,7 +170,8 @@ class WatchSession:
 class WatchedByGradscope:
     """What both callbacks share: their options, and the run's record and diagnosis.
 
-    every: record every Nth optimizer step. path: save the run record there (JSON). html: write the
+    every: record every Nth optimizer step. path: the run record (streamed into a run store when
+    watch() takes path=, else saved as JSON at the end; rank 0 only). html: write the
     HTML report there. fail_on: "error" (or "warning", "info") stops training with a clear message as
     soon as a finding of that severity appears. log_summary: log the few `gradscope/...` scalars of
     `gradscope.summary` per recorded step through the framework's own logging. Other keywords
