@@ -69,6 +69,9 @@ def test_one_record_step_per_optimizer_step_matching_a_plain_loop_before_and_aft
     callback, trainer, _, _, reference, _ = fitted
     assert trainer.global_step == STEPS
     assert callback.record.steps == list(range(STEPS))
+    # Lightning never calls the LightningModule itself; its submodules' forwards count as the step's forward.
+    assert not any("no forward hook ran" in note for note in callback.record.meta.notes)
+    assert callback.record.last("backprop_norm", "net.0") is not None
     common.assert_same_gradient_statistics(callback.record, reference, prefix="net.")
     common.assert_clipped_at(callback.record, CLIP)  # gradient_clip_val acted, and the record saw past it
 
