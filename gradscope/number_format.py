@@ -35,6 +35,9 @@ HTML = NumberStyle(
 )
 
 
+FLOAT32_TINY = 1e-38  # about the smallest normal float32 (1.18e-38)
+
+
 def format_number(value: Optional[float], style: NumberStyle = TEXT) -> str:
     """`value` in `style`: "0.0123", "1.2e-07", "inf", "-" (TEXT); "0.01234", "1.235e-07", "1,234" (HTML)."""
     special = _special(value, style)
@@ -67,6 +70,24 @@ def percent(value: Optional[float], style: NumberStyle = TEXT) -> str:
     if 0 < value < 0.01:
         return "<1%"
     return f"{value * 100:.0f}%"
+
+
+def ratio(value: Optional[float], below: Optional[float] = None) -> str:
+    """A ratio of two measurements (the sweep's first/last), in two significant digits: "3.2e-05".
+
+    One measured as exactly 0 underflowed float32 rather than vanished completely, so it reads
+    "< below" (the bound the caller knows), or "< 1e-38" (about float32's smallest normal); never "0".
+    """
+    if value is None:
+        return TEXT.missing
+    if value == 0:
+        return f"< {below:.2g}" if below is not None else f"< {FLOAT32_TINY:.0e}"
+    return f"{value:.2g}"
+
+
+def fixed(value: Optional[float], decimals: int = 3) -> str:
+    """A loss or an accuracy, whose size is known, with a fixed number of decimals: "0.693"."""
+    return TEXT.missing if value is None else f"{value:.{decimals}f}"
 
 
 def _special(value: Optional[float], style: NumberStyle) -> Optional[str]:

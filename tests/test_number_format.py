@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gradscope.number_format import HTML, compact, format_number, percent
+from gradscope.number_format import HTML, compact, fixed, format_number, percent, ratio
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,9 @@ def test_spellings(value, text, html):
 
 def test_percent():
     assert [percent(v) for v in (None, 0.0, 0.004, 0.37, 1.0, math.nan)] == ["-", "0%", "<1%", "37%", "100%", "nan"]
+
+
+def test_ratio_never_reads_zero_and_fixed_keeps_its_decimals():
+    assert [ratio(v) for v in (None, 0.0, 3e-7, 0.25)] == ["-", "< 1e-38", "3e-07", "0.25"]
+    assert ratio(0.0, below=1.07e-19) == "< 1.1e-19"
+    assert [fixed(v) for v in (None, 0.6931, 1.0)] == ["-", "0.693", "1.000"]

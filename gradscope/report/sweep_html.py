@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Optional
 
 from ..io import write_file
+from ..number_format import ratio
 from ..sweep.networks import ACTIVATIONS
 from ..sweep.reading import describe
 from ..sweep.result import SweepResult
-from ..sweep.summary import DIVERGED, ConfigSummary, ratio_text
+from ..sweep.summary import DIVERGED, ConfigSummary
 from .html import Figure, Section, Table, render_page
 from .markup import Cell, ShownNumber, element, join
 from .sweep_plots import SweepFigure, build_sweep_figures
@@ -111,7 +112,7 @@ def _ratio_cell(summary: ConfigSummary, when: str) -> Cell:
     """The first/last ratio, or "< bound" (sorted as the bound) where it underflowed to 0."""
     value = getattr(summary, f"first_last_ratio_{when}")
     bound = summary.first_last_bound(when)
-    return ShownNumber(bound, ratio_text(value, bound)) if value == 0 and bound is not None else value
+    return ShownNumber(bound, ratio(value, bound)) if value == 0 and bound is not None else value
 
 
 def _figures_section(figures: list[SweepFigure]) -> Section:

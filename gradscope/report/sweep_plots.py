@@ -3,15 +3,13 @@
     figures = render_sweep_figures(result)        # file stem -> PNG bytes
     write_sweep_pngs("out/", result)              # the same, as files
 
-Every figure is drawn on its own matplotlib `Figure` with the Agg canvas (no pyplot, no
-display), from matplotlib's default style rather than the user's matplotlibrc. A figure whose
-data the sweep does not hold (ReLU sparsity without a ReLU configuration) is listed with the
+How a PNG is made (own Agg figure, clean style, stable bytes) is `figures.py`, shared with
+the run report's figures. A figure whose data the sweep does not hold (ReLU sparsity without a ReLU configuration) is listed with the
 reason instead, for the HTML page to show.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from dataclasses import dataclass
@@ -20,15 +18,15 @@ from typing import Callable, Optional
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from ..io import write_into_folder
+from ..number_format import ratio
 from ..sweep.result import SweepResult
-from ..sweep.summary import ConfigSummary, ratio_text
+from ..sweep.summary import ConfigSummary
+from .figures import RenderedFigure, clean_style, draw_png, positive
 
-DPI = 100
 PANEL_PX = (300, 260)  # one small multiple
 LEGEND_PX = 200  # room for a legend right of the panels
 SPARSE_ACTIVATIONS = ("relu",)  # outputs exactly 0 for negative inputs: sparsity means something
@@ -40,13 +38,7 @@ _NORM_STYLES = {"none": "-", "batchnorm": "--"}
 _INIT_STYLES = {"default": "--", "recommended": "-", "xavier": "-.", "kaiming": ":"}
 
 
-@dataclass
-class SweepFigure:
-    stem: str
-    title: str
-    png: Optional[bytes]  # None when the sweep holds no data for it
-    missing: str = ""  # why, when png is None
-    reading: str = ""  # how to read the figure
+SweepFigure = RenderedFigure  # the name the sweep page and its callers know
 
 
 @dataclass(frozen=True)
@@ -66,7 +58,7 @@ def render_sweep_figures(result: SweepResult) -> dict[str, bytes]:
 
 def build_sweep_figures(result: SweepResult) -> list[SweepFigure]:
     figures = []
-    with matplotlib.rc_context(rc=_style()):
+    with matplotlib.rc_context(rc=clean_style(_STYLE)):
         for spec in _SPECS:
             png = _render(spec, result)
             figures.append(SweepFigure(spec.stem, spec.title, png, "" if png else spec.missing, spec.reading))
@@ -154,7 +146,7 @@ def _draw_backprop(figure: Figure, result: SweepResult) -> bool:
         for col, depth in enumerate(depths):
             ax = axes[row][col]
             for s in (s for s in result.summaries if s.config.depth == depth):
-                values = np.array([_positive(v) for v in getattr(s.backprop, when)])
+                values = np.array([positive(v) for v in getattr(s.backprop, when)])
                 if np.isfinite(values).any():
                     plotted = True
                     ax.plot(np.arange(1, depth + 1), values, label=_line_label(s, variants, several_inits),
@@ -211,7 +203,7 @@ def _draw_ratio_heatmap(figure: Figure, result: SweepResult) -> bool:
                 if math.isnan(value):
                     text = "\u2014"
                 else:
-                    text = ratio_text(value, None if math.isnan(bound[i, j]) else bound[i, j]).replace("< ", "<")
+                    text = ratio(value, None if math.isnan(bound[i, j]) else bound[i, j]).replace("< ", "<")
                 light = not math.isnan(value) and (value == 0 or norm(value) < 0.5)
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black")
     figure.colorbar(image, ax=list(axes.flat), label="first/last backprop ratio at init (log)", extend="min")
@@ -327,31 +319,10 @@ _SPECS: tuple[_Spec, ...] = (
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-def _style() -> dict:
-    """matplotlib's defaults plus ours: the user's matplotlibrc (usetex, dark styles) must not leak in."""
-    defaults = {k: v for k, v in matplotlib.rcParamsDefault.items() if k not in ("backend", "interactive")}
-    return {**defaults, **_STYLE}
-
-
 def _render(spec: _Spec, result: SweepResult) -> Optional[bytes]:
     if not result.summaries:
         return None
-    width, height = spec.size(result)
-    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    if not spec.draw(figure, result):
-        return None
-    figure.suptitle(spec.title)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _positive(value: Optional[float]) -> float:
-    """A value a log axis can show, or NaN (a gap) for None, zero, negative or non-finite."""
-    if value is None or not math.isfinite(value) or value <= 0:
-        return math.nan
-    return value
+    return draw_png(spec.size(result), lambda figure: spec.draw(figure, result), title=spec.title)
 
 
 def _legend_outside(figure: Figure, ax) -> None:

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Optional
 
 from tabulate import tabulate
 
-from ..sweep.summary import DIVERGED, FAILED, STALLED, TRAINED, ratio_text
+from ..number_format import fixed, ratio
+from ..sweep.summary import DIVERGED, FAILED, STALLED, TRAINED
 
 _TRAINED = {TRAINED: "yes", STALLED: "no", DIVERGED: "diverged", FAILED: "failed"}
 
@@ -30,15 +31,11 @@ def render_table(result: "SweepResult") -> str:
         c = s.config
         rows.append([
             c.activation, c.depth, c.norm, f"{c.dropout:g}", c.init,
-            ratio_text(s.first_last_ratio_init, s.first_last_bound("init")), _fixed(s.decay_factor_init),
-            _fixed(s.first_loss), _fixed(s.train_loss), _fixed(s.val_loss), _fixed(s.train_accuracy),
-            _fixed(s.val_accuracy), _TRAINED.get(s.outcome, "-"), _short(s.error),
+            ratio(s.first_last_ratio_init, s.first_last_bound("init")), fixed(s.decay_factor_init),
+            fixed(s.first_loss), fixed(s.train_loss), fixed(s.val_loss), fixed(s.train_accuracy),
+            fixed(s.val_accuracy), _TRAINED.get(s.outcome, "-"), _short(s.error),
         ])
     return tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True, stralign="right")
-
-
-def _fixed(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _short(error: Optional[str], limit: int = 40) -> str:

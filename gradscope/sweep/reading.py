@@ -11,9 +11,10 @@ from __future__ import annotations
 import statistics
 from typing import Iterable, Optional
 
+from ..number_format import ratio
 from .networks import recommended_init
 from .result import SweepResult
-from .summary import DIVERGED, TRAINED, TRAINED_FRACTION, ConfigSummary, ratio_text
+from .summary import DIVERGED, TRAINED, TRAINED_FRACTION, ConfigSummary
 
 # A per-layer factor in this band keeps the signal: over 16 layers it changes at most ~x0.07..x18,
 # where the default init's x0.41 (ReLU) leaves 1e-6.
@@ -185,8 +186,8 @@ def _batchnorm_lines(result: SweepResult, several_inits: bool) -> list[str]:
         where = f"depth {deepest}" + (f", dropout {dropout:g}" if dropout else "")
         where += f" ({_INIT_NAMES.get(init, init)})" if several_inits else ""
         ratios = [
-            f"{normed.config.activation} from {ratio_text(plain.first_last_ratio_init, plain.first_last_bound())} "
-            f"to {ratio_text(normed.first_last_ratio_init, normed.first_last_bound())}"
+            f"{normed.config.activation} from {ratio(plain.first_last_ratio_init, plain.first_last_bound())} "
+            f"to {ratio(normed.first_last_ratio_init, normed.first_last_bound())}"
             for plain, normed in pairs if plain.first_last_ratio_init is not None
             and normed.first_last_ratio_init is not None
         ]

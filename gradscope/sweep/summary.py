@@ -23,7 +23,6 @@ from .config import SweepConfig
 # "diverged" when it ends above its first loss or at a loss that is not finite.
 TRAINED_FRACTION = 0.95
 TRAINED, STALLED, DIVERGED, FAILED = "trained", "did not train", "diverged", "failed"
-FLOAT32_TINY = 1e-38  # about the smallest normal float32 (1.18e-38)
 
 
 @dataclass
@@ -111,15 +110,6 @@ def underflow_bound(signal: Sequence[Value]) -> Value:
         return None
     measured = [v for v in signal if v is not None and v > 0]
     return float(min(measured) / signal[-1])
-
-
-def ratio_text(value: Value, bound: Value = None) -> str:
-    """A ratio in two significant digits; one that underflowed to 0 as "< bound" (never "0")."""
-    if value is None:
-        return "-"
-    if value == 0:
-        return f"< {bound:.2g}" if bound is not None else f"< {FLOAT32_TINY:.0e}"
-    return f"{value:.2g}"
 
 
 def summarize(

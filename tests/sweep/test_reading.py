@@ -12,11 +12,12 @@ import re
 
 import pytest
 
+from gradscope.number_format import ratio
 from gradscope.report import sweep_table
 from gradscope.report.sweep_html import render_sweep_html
 from gradscope.sweep import ConfigSummary, LayerProfile, SweepConfig, SweepResult
 from gradscope.sweep.reading import describe
-from gradscope.sweep.summary import DIVERGED, FAILED, STALLED, TRAINED, fit_decay_factor, ratio_text
+from gradscope.sweep.summary import DIVERGED, FAILED, STALLED, TRAINED, fit_decay_factor
 
 CHANCE = 1.37
 
@@ -118,9 +119,9 @@ def test_a_ratio_that_underflowed_prints_as_a_bound_never_zero():
     summary = ConfigSummary(config=SweepConfig("sigmoid", 5, init="default"), backprop=LayerProfile(init=signal),
                             first_last_ratio_init=0.0, decay_factor_init=fit_decay_factor(signal))
     assert summary.first_last_bound("init") == pytest.approx(2.6e-21 / 0.023)
-    assert ratio_text(0.0, summary.first_last_bound("init")) == "< 1.1e-19"
-    assert ratio_text(0.0) == "< 1e-38"
-    assert ratio_text(3e-7) == "3e-07" and ratio_text(None) == "-"
+    assert ratio(0.0, summary.first_last_bound("init")) == "< 1.1e-19"
+    assert ratio(0.0) == "< 1e-38"
+    assert ratio(3e-7) == "3e-07" and ratio(None) == "-"
     result = result_of(summary)
     cells = re.split(r"\s{2,}", sweep_table(result).splitlines()[-1].strip())
     assert cells[:6] == ["sigmoid", "5", "none", "0", "default", "< 1.1e-19"]
