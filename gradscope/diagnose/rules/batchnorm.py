@@ -11,10 +11,10 @@ from statistics import median
 from typing import Any, Mapping
 
 from ...record import RunRecord
-from ..advice import code
+from ..advice import code, groupnorm_lines
 from ..finding import Finding
 from ..numbers import compact, name_list
-from ..reading import is_batchnorm, module_expr, points
+from ..reading import is_batchnorm, points
 from ..rule import Rule
 
 
@@ -60,12 +60,7 @@ class BatchNormPitfalls(Rule):
                         "not for BatchNorm's statistics), or replace these layers with GroupNorm or LayerNorm, which "
                         "do not depend on the batch."
                     ),
-                    snippet=code(
-                        "\n".join(
-                            f"{module_expr(n)} = nn.GroupNorm(num_groups=1, num_channels={module_expr(n)}.num_features)"
-                            for n in list(small)[:12]
-                        )
-                    ),
+                    snippet=code("\n".join(groupnorm_lines(list(small)))),
                     layers=list(small),
                     steps=list(record.steps),
                     evidence={"median_batch": small, "min_batch_size": settings["min_batch_size"]},

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...record import ModuleInfo, RunRecord
-from ..advice import code, optimizer_expr
+from ..advice import code, dropout_lines, optimizer_expr
 from ..finding import Finding
 from ..numbers import compact, name_list
 from ..reading import hidden_modules, module_expr
@@ -20,7 +20,7 @@ from ..rule import Rule
 
 
 @dataclass
-class _Point:
+class CurvePoint:
     step: int
     val: float
     train: float  # mean training loss logged since the previous validation point
@@ -34,7 +34,7 @@ class Overfitting(Rule):
     config_keys = ("rising_points", "min_val_rise", "max_relative_gap", "suggested_dropout", "suggested_weight_decay")
 
     def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
-        curve = _aligned(record)
+        curve = aligned_curve(record)
         if len(curve) < 2:
             return []
         best_index = min(range(len(curve)), key=lambda i: curve[i].val)
@@ -64,7 +64,7 @@ class Overfitting(Rule):
             )
         p = settings["suggested_dropout"]
         decay = settings["suggested_weight_decay"]
-        places = _dropout_places(record)
+        places = dropout_places(record)
         dropouts = [m for m in record.modules if m.type.startswith("Dropout") or m.type == "AlphaDropout"]
         if dropouts:
             where = f"raise p of the existing {name_list([m.name for m in dropouts])} (by 0.2, say)"
@@ -109,10 +109,10 @@ class Overfitting(Rule):
         ]
 
 
-def _aligned(record: RunRecord) -> list[_Point]:
+def aligned_curve(record: RunRecord) -> list[CurvePoint]:
     """Each finite validation point with the mean training loss logged since the previous one."""
     train = [(s, v) for s, v in record.scalars.get("loss", []) if math.isfinite(v)]
-    curve: list[_Point] = []
+    curve: list[CurvePoint] = []
     previous = -math.inf
     for step, val in record.scalars.get("val_loss", []):
         if not math.isfinite(val):
@@ -121,12 +121,12 @@ def _aligned(record: RunRecord) -> list[_Point]:
         if not window:  # validation logged more often than training: use the latest training loss
             window = [v for s, v in train if s <= step][-1:]
         if window:
-            curve.append(_Point(step, val, sum(window) / len(window)))
+            curve.append(CurvePoint(step, val, sum(window) / len(window)))
         previous = step
     return curve
 
 
-def _dropout_places(record: RunRecord) -> list[ModuleInfo]:
+def dropout_places(record: RunRecord) -> list[ModuleInfo]:
     """Hidden activations followed by another layer: the classic place for dropout."""
     return [m for m in hidden_modules(record) if m.activation is not None]
 
@@ -140,9 +140,7 @@ def _snippet(
             expr = module_expr(m.name)
             lines.append(f"{expr}.p = min(0.8, {expr}.p + 0.2)  # p drops units; keep_prob = 1 - p")
     else:
-        for m in places[:12]:
-            expr = module_expr(m.name)
-            lines.append(f"{expr} = nn.Sequential({expr}, nn.Dropout(p={p:g}))  # keep_prob = {1 - p:g}")
+        lines += dropout_lines(places, p)
     optimizer = optimizer_expr(record)
     if optimizer == "torch.optim.Adam":
         optimizer = "torch.optim.AdamW"  # Adam's weight_decay is coupled to its adaptive scaling

@@ -11,7 +11,15 @@ from typing import Any, Mapping
 
 from ...record import RunRecord
 from ...statdefs import SATURATING
-from ..advice import activation_swap_snippet, batchnorm_snippet, code, feeding_layers, init_snippet, unnormalized_pairs
+from ..advice import (
+    activation_swap_snippet,
+    batchnorm_snippet,
+    code,
+    feeding_layers,
+    init_snippet,
+    unnormalized_pairs,
+    xavier_gain_name,
+)
 from ..finding import Finding
 from ..numbers import name_list, percent
 from ..reading import hidden_modules, median_of
@@ -63,7 +71,7 @@ class Saturation(Rule):
         if pairs:
             snippets.append(batchnorm_snippet(pairs))
         if feeding:
-            snippets.append("# Xavier init\n" + init_snippet(feeding, scheme="xavier"))
+            snippets.append("# Xavier init\n" + init_snippet(feeding, scheme="xavier", activation=xavier_gain_name(modules)))
         snippets.append("# or ReLU\n" + activation_swap_snippet(modules))
         return [
             Finding(

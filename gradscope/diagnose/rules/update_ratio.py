@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ...record import ModuleInfo, RunRecord
-from ..advice import optimizer_expr
+from ..advice import lr_scale_snippet, slow_params_snippet
 from ..finding import Finding
 from ..numbers import compact, name_list
 from ..reading import median_of, points
@@ -57,7 +57,7 @@ class UpdateRatio(Rule):
                         "torch.nn.utils.clip_grad_norm_."
                     ),
                     snippet=(
-                        "for group in optimizer.param_groups:\n    group[\"lr\"] *= 0.1\n"
+                        lr_scale_snippet(0.1) + "\n"
                         "# warm-up: call scheduler.step() after each optimizer.step()\n"
                         "scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=100)"
                     ),
@@ -118,14 +118,5 @@ def _started_at_zero(record: RunRecord, name: str) -> bool:
 
 
 def _param_group_snippet(record: RunRecord, modules: list[ModuleInfo]) -> str:
-    slow = [p for m in modules for p in m.params]
-    return "\n".join(
-        [
-            f"slow = {slow!r}",
-            "slow_params = [model.get_parameter(name) for name in slow]",
-            "other_params = [p for name, p in model.named_parameters() if name not in slow]",
-            f"optimizer = {optimizer_expr(record)}(",
-            '    [{"params": other_params}, {"params": slow_params, "lr": 10 * lr}], lr=lr',
-            ")",
-        ]
-    )
+    """The slow layers' parameters in their own group with 10x the learning rate (what `--try-fixes` applies)."""
+    return slow_params_snippet([p for m in modules for p in m.params], 10)
