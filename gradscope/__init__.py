@@ -11,6 +11,7 @@ from . import report
 from .capture import Watcher, watch
 from .diagnose import Diagnosis, Finding, diagnose, load_config
 from .errors import GradscopeError
+from .fixes import FixTrial, try_fixes
 from .record import RunRecord
 from .sweep import sweep
 from .version import __version__
@@ -18,6 +19,7 @@ from .version import __version__
 __all__ = [
     "Diagnosis",
     "Finding",
+    "FixTrial",
     "GradscopeError",
     "RunRecord",
     "Watcher",
@@ -25,6 +27,7 @@ __all__ = [
     "load_config",
     "report",
     "sweep",
+    "try_fixes",
     "watch",
     "__version__",
 ]

@@ -237,7 +237,7 @@ def test_wide_net_on_48_samples_overfits(data):
     assert finding.evidence["best_val_step"] == best_step
     assert f"step {best_step}" in finding.recommendation
     assert finding.layers == ["1"]  # dropout after the hidden ReLU
-    assert "nn.Dropout(p=0.3)" in finding.snippet and "keep_prob = 0.7" in finding.snippet
+    assert "nn.Dropout(p=0.5)" in finding.snippet and "keep_prob = 0.5" in finding.snippet
     assert "weight_decay=0.0001" in finding.snippet and "torch.optim.AdamW" in finding.snippet
     assert "train()" in finding.recommendation and "model.eval()" in finding.snippet
 
