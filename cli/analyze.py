@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +42,19 @@ _positive = click.IntRange(min=1)
 @click.option("--input-shape", metavar="SHAPE", default=None, help="One input sample's shape without the batch dimension, e.g. 3x32x32.")
 @config_option
 @output_options
+@click.option(
+    "--try-fixes",
+    is_flag=True,
+    help="Try each recommended fix on a fresh copy of the model (same seed, batches, optimizer and steps) and report "
+    "what it changed: a 'Verified fixes' table. Costs about one training run per fix.",
+)
+@click.option(
+    "--fixes-json",
+    metavar="FIXES.json",
+    default=None,
+    help="Write the fix trials to FIXES.json and each trial's run (plus the base run, FIXES.base.json) next to it, "
+    "for `gradscope compare`. Implies --try-fixes.",
+)
 @fail_on_option("error")
 @click.option("--quiet", is_flag=True, help="Print nothing (no table, no progress bar); errors still go to stderr.")
 @debug_option
@@ -58,6 +72,8 @@ def analyze_command(
     json_path: Optional[str],
     html_path: Optional[str],
     png_dir: Optional[str],
+    try_fixes: bool,
+    fixes_json: Optional[str],
     fail_on: str,
     quiet: bool,
     debug: bool,
@@ -74,6 +90,11 @@ def analyze_command(
     def body() -> int:
         from gradscope.report.text import render_text  # the text renderer pulls in tabulate only when needed
 
+        if try_fixes or fixes_json:
+            from gradscope.fixes import run_fix_trials
+            from gradscope.fixes.files import render_trial_files
+            from gradscope.report.fixes import render_fixes_text
+
         config = AnalyzeConfig(
             steps=steps,
             batch_size=batch_size,
@@ -89,19 +110,47 @@ def analyze_command(
         thresholds = gradscope.load_config(config_path)  # a bad YAML fails now, not after training
         outputs = OutputPaths.from_options(json_path, html_path, png_dir)
         outputs.check_writable()
+        fixes_path = Path(fixes_json) if fixes_json else None
+        if fixes_path is not None:
+            OutputPaths(json=fixes_path).check_writable()
         # The model file's own print() calls go to stderr, so stdout is exactly the report (pipeable).
+        started = time.perf_counter()
         with _progress(steps, enabled=not quiet and stderr_is_terminal()) as advance, contextlib.redirect_stdout(
             sys.stderr
         ):
             record = analyze_file(model_file, config, progress=advance)
+        base_seconds = time.perf_counter() - started
         diagnosis = gradscope.diagnose(record, thresholds)
+        trials = []
+        if try_fixes or fixes_path is not None:
+            with contextlib.redirect_stdout(sys.stderr):
+                trials = run_fix_trials(
+                    model_file, config, record, diagnosis, thresholds, base_seconds=base_seconds,
+                    progress=None if quiet else _report_trial,
+                )
         report = render_text(record, diagnosis)  # rendered before any file is written
-        write_outputs(outputs, record, diagnosis, title=f"gradscope: {Path(model_file).name}", quiet=quiet)
+        if try_fixes or fixes_path is not None:
+            report = report.rstrip("\n") + "\n\n" + (render_fixes_text(trials) or "Verified fixes: no finding at warning or error level has a fix to try.") + "\n"
+        extra = render_trial_files(fixes_path, trials, record, diagnosis) if fixes_path is not None else []
+        write_outputs(
+            outputs, record, diagnosis, title=f"gradscope: {Path(model_file).name}", quiet=quiet,
+            fix_trials=trials, extra=extra,
+        )
         if not quiet:
             click.echo(report.rstrip("\n"))
         return exit_code_for(diagnosis, fail_on)
 
     run_guarded(debug, body)
+
+
+def _report_trial(done: int, total: int, trial) -> None:
+    """One line per finished fix trial on stderr (they take a training run each)."""
+    if trial is None:
+        if total:
+            click.echo(f"Trying {total} fix(es) on fresh copies of the model ...", err=True)
+        return
+    took = f" in {trial.seconds:.1f}s" if trial.seconds else ""
+    click.echo(f"  [{done}/{total}] {trial.finding} / {trial.fix}: {trial.verdict}{took}", err=True)
 
 
 @contextlib.contextmanager

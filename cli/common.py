@@ -137,11 +137,17 @@ def debug_option(command: Callable) -> Callable:
     return click.option("--debug", is_flag=True, help="On an error, show the full traceback.")(command)
 
 
-def write_outputs(outputs: OutputPaths, record, diagnosis, title: Optional[str], quiet: bool) -> None:
-    """Render everything to memory first, then write; say what was written on stderr."""
-    if not outputs.requested():
+def write_outputs(
+    outputs: OutputPaths, record, diagnosis, title: Optional[str], quiet: bool, fix_trials=(), extra=()
+) -> None:
+    """Render everything to memory first, then write; say what was written on stderr.
+
+    `extra` are files rendered elsewhere (the fix trials' JSON) written in the same all-or-nothing batch.
+    """
+    if not outputs.requested() and not extra:
         return
-    written = write_all(outputs.render(record, diagnosis, title=title))
+    files = outputs.render(record, diagnosis, title=title, fix_trials=fix_trials) if outputs.requested() else []
+    written = write_all(files + list(extra))
     if quiet:
         return
     pngs = [p for p in written if p.suffix == ".png" and outputs.png_dir is not None and p.parent == outputs.png_dir]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from .diagnose import Diagnosis
 from .errors import OutputError
@@ -52,8 +52,10 @@ class OutputPaths:
                 )
             _check_folder("png_dir", self.png_dir, self.png_dir)
 
-    def render(self, record: RunRecord, diagnosis: Diagnosis, title: Optional[str] = None) -> list[RenderedFile]:
-        """Everything requested, as bytes in memory; nothing is written yet."""
+    def render(
+        self, record: RunRecord, diagnosis: Diagnosis, title: Optional[str] = None, fix_trials: Sequence[Any] = ()
+    ) -> list[RenderedFile]:
+        """Everything requested, as bytes in memory; nothing is written yet. `fix_trials` go into the HTML."""
         rendered: list[RenderedFile] = []
         if self.json is not None:
             rendered.append(RenderedFile(self.json, record_json(record, diagnosis).encode("utf-8"), "JSON run record"))
@@ -65,7 +67,7 @@ class OutputPaths:
 
         figures = build_figures(record, diagnosis)  # drawn once, for the page and the PNGs alike
         if self.html is not None:
-            page = render_html(record, diagnosis, title=title, figures=figures)
+            page = render_html(record, diagnosis, title=title, figures=figures, fix_trials=fix_trials)
             rendered.append(RenderedFile(self.html, page.encode("utf-8"), "HTML report"))
         if self.png_dir is not None:
             for figure in figures:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..diagnose.finding import Diagnosis
 from ..io import write_file
@@ -25,6 +25,9 @@ from ..record import RunRecord
 from .figures import RenderedFigure
 from .markup import Figure, Markup, Section, Table, element, escape, inline_code, join, paragraphs, render_page
 from .page import FindingView, ReportPage, build_report_page
+
+if TYPE_CHECKING:
+    from ..fixes.trial import FixTrial
 
 __all__ = ["Figure", "Markup", "Section", "Table", "escape", "render_html", "render_page", "write_html"]
 
@@ -34,12 +37,15 @@ def render_html(
     diagnosis: Optional[Diagnosis],
     title: Optional[str] = None,
     figures: Optional[list[RenderedFigure]] = None,
+    fix_trials: Optional[Sequence[FixTrial]] = None,
 ) -> str:
     """The complete report as one HTML document (CSS, script and figures inline).
 
     `figures` (from `plots.build_figures`) reuses figures already drawn, e.g. when PNGs are written too.
+    `fix_trials` (from `gradscope.try_fixes` / `analyze --try-fixes`) adds a "Verified fixes" section.
     """
     page = build_report_page(record, diagnosis, title, figures)
+    page.fix_trials, page.base_record = list(fix_trials or []), record
     return render_page(page.title, report_sections(page), meta=page.summary)
 
 
@@ -148,9 +154,18 @@ def _run_section(page: ReportPage) -> Section:
 
 
 # The report's sections, in page order (see the module docstring to add one).
+def _fixes_section(page: ReportPage) -> Optional[Section]:
+    if not page.fix_trials or page.base_record is None:
+        return None
+    from .fixes import fixes_section  # only runs with fix trials draw the trial figures
+
+    return fixes_section(page.fix_trials, page.base_record)
+
+
 SECTIONS: tuple[Callable[[ReportPage], Optional[Section]], ...] = (
     _verdict_section,
     _findings_section,
+    _fixes_section,  # right after the findings the trials answer
     _figures_section,
     _layers_section,
     _run_section,

@@ -90,6 +90,9 @@ class ReportPage:
     run_info: list[tuple[str, str]]  # run metadata table
     options: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
+    # Fix trials (gradscope.fixes.FixTrial) and the base run they were compared with; empty: no section.
+    fix_trials: list[Any] = field(default_factory=list)
+    base_record: Optional[RunRecord] = None
 
 
 def build_report_page(
