@@ -205,7 +205,11 @@ def _workers(requested: Optional[int], source: ModelSource, jobs: int, base_seco
     if base_seconds is None or base_seconds < PARALLEL_MIN_SECONDS:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(jobs, cores))
+    # Cores other programs keep busy give nothing to a worker but its start-up cost; this
+    # process waits while workers run, so its own share counts as free.
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    free = int(cores - load + 1)
+    return max(1, min(jobs, cores, free))
 
 
 def _run_parallel(

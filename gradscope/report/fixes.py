@@ -53,11 +53,11 @@ def render_fixes_text(trials: Sequence[FixTrial], width: int = 100) -> str:
         rows, headers=["finding", "fix", "key metric before -> after", "loss before -> after", "verdict"],
         tablefmt="simple", disable_numparse=True,
     )
-    lines = [
+    intro = (
         "Verified fixes: each fix applied to a fresh copy of the model (same seed, batches, optimizer settings and "
-        "steps), then trained, measured and diagnosed again",
-        table,
-    ]
+        "steps), then trained, measured and diagnosed again"
+    )
+    lines = [*textwrap.wrap(intro, width=width, break_long_words=False), table]
     for t in trials:
         head = f"[{t.finding} / {t.fix}] {t.verdict}" + (f": {t.reason}" if t.reason else "")
         lines.append("")

@@ -65,7 +65,7 @@ def test_sample_try_fixes_runs(gradscope_cli, tmp_path):
         "analyze", SAMPLES / "saturated_tanh.py", "--steps", "5", "--try-fixes", "--quiet", "--fixes-json",
         tmp_path / "f.json",
     )
-    assert outcome.exit_code == 1 and outcome.stdout == "" and outcome.stderr == ""
+    assert outcome.exit_code == 0 and outcome.stdout == "" and outcome.stderr == ""  # saturation is a warning
     trials = {t["fix"]: t for t in json.loads((tmp_path / "f.json").read_text())["trials"]}
     assert trials["xavier-init"]["finding"] == "saturation"
     assert 'calculate_gain("tanh")' in trials["xavier-init"]["code"]
