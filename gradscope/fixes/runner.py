@@ -78,7 +78,7 @@ def run_fix_trials(
         if progress is not None:
             progress(done, len(items), trials[index])
 
-    for index, item in enumerate(items):  # not tried / not retrained: ready at once
+    for index in range(len(items)):  # not tried / not retrained: ready at once
         if index not in jobs:
             finish(index, None)
     count = _workers(workers, source, len(jobs), base_seconds)
