@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..diagnose.advice import activation_swap_snippet, feeding_layers, init_snippet
+from ..diagnose.advice import activation_swap_snippet
 from ..diagnose.config import Config
 from ..diagnose.finding import Finding
 from ..diagnose.numbers import name_list
@@ -13,7 +13,8 @@ from ..record import RunRecord
 from ..statdefs import RELU_FAMILY
 from .exploding import ScaleLearningRate
 from .fix import FindingMetrics, Fix, Metrics
-from .plan import FixPlan, NotApplicable
+from .plan import FixPlan
+from .reinit import ReinitFeedingLayers
 
 FINDING = "dead-relu"
 
@@ -65,20 +66,11 @@ class LowerLearningRate(ScaleLearningRate):
     finding = FINDING
 
 
-class KaimingInit(Fix):
+class KaimingInit(ReinitFeedingLayers):
     id = "kaiming-init"
     finding = FINDING
     summary = "Kaiming init, zero bias"
-
-    def plan(self, record: RunRecord, finding: Finding, config: Config, model: nn.Module) -> FixPlan:
-        feeding = feeding_layers(record, list(finding.layers))
-        if not feeding:
-            raise NotApplicable("no Linear/Conv layer feeds the dead activations, so there is nothing to re-initialise")
-        return self.new_plan(
-            f"Re-initialise {name_list([m.name for m in feeding])} with Kaiming (He) init and zero biases.",
-            model_code=init_snippet(feeding),
-            layers=[m.name for m in feeding],
-        )
+    scheme = "kaiming"
 
 
 FIXES = (LeakyRelu(), LowerLearningRate(), KaimingInit())
