@@ -13,7 +13,7 @@ import click
 import gradscope
 from gradscope.analyze import OPTIMIZERS, AnalyzeConfig, analyze_file
 from gradscope.analyze.batches import parse_input_shape
-from gradscope.outputs import OutputPaths
+from gradscope.outputs import OutputPaths, check_file_writable, fix_trial_files
 
 from .common import (
     config_option,
@@ -92,7 +92,6 @@ def analyze_command(
 
         if try_fixes or fixes_json:
             from gradscope.fixes import run_fix_trials
-            from gradscope.fixes.files import render_trial_files
             from gradscope.report.fixes import render_fixes_text
 
         config = AnalyzeConfig(
@@ -112,7 +111,7 @@ def analyze_command(
         outputs.check_writable()
         fixes_path = Path(fixes_json) if fixes_json else None
         if fixes_path is not None:
-            OutputPaths(json=fixes_path).check_writable()
+            check_file_writable("fixes_json", fixes_path)
         # The model file's own print() calls go to stderr, so stdout is exactly the report (pipeable).
         started = time.perf_counter()
         with _progress(steps, enabled=not quiet and stderr_is_terminal()) as advance, contextlib.redirect_stdout(
@@ -131,7 +130,7 @@ def analyze_command(
         report = render_text(record, diagnosis)  # rendered before any file is written
         if try_fixes or fixes_path is not None:
             report = report.rstrip("\n") + "\n\n" + (render_fixes_text(trials) or "Verified fixes: no finding at warning or error level has a fix to try.") + "\n"
-        extra = render_trial_files(fixes_path, trials, record, diagnosis) if fixes_path is not None else []
+        extra = fix_trial_files(fixes_path, trials, record, diagnosis) if fixes_path is not None else []
         write_outputs(
             outputs, record, diagnosis, title=f"gradscope: {Path(model_file).name}", quiet=quiet,
             fix_trials=trials, extra=extra,

@@ -62,7 +62,7 @@ def run_guarded(debug: bool, body: Callable[[], int]) -> None:
 FLAG_OF_FIELD = {
     "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "optimizer": "--optimizer", "seed": "--seed",
     "device": "--device", "every": "--every", "input_shape": "--input-shape", "config": "--config",
-    "data": "--data", "json": "--json", "html": "--html", "png_dir": "--png",
+    "data": "--data", "json": "--json", "html": "--html", "png_dir": "--png", "fixes_json": "--fixes-json",
 }
 _FIELD = re.compile(r"`(\w+)(?:=([^`]*))?`")
 

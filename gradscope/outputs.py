@@ -37,11 +37,7 @@ class OutputPaths:
         """Raise `OutputError` now for any path that could not be written later. Creates nothing."""
         files = [(field, path) for field, path in (("json", self.json), ("html", self.html)) if path is not None]
         for field, path in files:
-            if path.is_dir():
-                raise OutputError(
-                    f"`{field}` {str(path)!r} is a folder; give a file name, e.g. {str(path / 'report')!r}."
-                )
-            _check_folder(field, path.parent, path)
+            check_file_writable(field, path)
         if len(files) == 2 and files[0][1].resolve() == files[1][1].resolve():
             raise OutputError(f"`json` and `html` both point to {str(files[0][1])!r}; give them different names.")
         if self.png_dir is not None:
@@ -86,6 +82,31 @@ def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str
     if diagnosis is not None:
         data["findings"] = [to_json_value(asdict(finding), stringify_unknown=True) for finding in diagnosis]
     return json_text(data)
+
+
+def check_file_writable(field: str, path: Path) -> None:
+    """Raise `OutputError` now if the file `path` (given as `field`) could not be written later. Creates nothing."""
+    if path.is_dir():
+        raise OutputError(f"`{field}` {str(path)!r} is a folder; give a file name, e.g. {str(path / 'report')!r}.")
+    _check_folder(field, path.parent, path)
+
+
+def fix_trial_files(path: Path, trials: Sequence[Any], base: RunRecord, diagnosis: Diagnosis) -> list[RenderedFile]:
+    """What `--fixes-json PATH` writes, in memory: PATH (the trials, `FixTrial.to_dict()` each), PATH's
+    stem + `.base.json` (the base run) and stem + `.<finding>.<fix>.json` per trial that trained, so that
+    `gradscope compare` can show any trial against the base run."""
+    base_path = path.with_name(f"{path.stem}.base.json")
+    files = [RenderedFile(base_path, record_json(base, diagnosis).encode("utf-8"), "JSON run record")]
+    entries = []
+    for trial in trials:
+        entry = trial.to_dict()
+        if trial.record is not None:
+            target = path.with_name(f"{path.stem}.{trial.finding}.{trial.fix}.json")
+            files.append(RenderedFile(target, record_json(trial.record).encode("utf-8"), "JSON run record"))
+            entry["record"] = target.name
+        entries.append(entry)
+    document = json_text(to_json_value({"base": base_path.name, "trials": entries}, stringify_unknown=True))
+    return [RenderedFile(path, document.encode("utf-8"), "fix trials JSON"), *files]
 
 
 def _check_folder(field: str, folder: Path, target: Path) -> None:

@@ -56,7 +56,7 @@ def test_fixes_json_in_an_unwritable_place_fails_before_training(gradscope_cli, 
     blocker = tmp_path / "file"
     blocker.write_text("x")
     outcome = gradscope_cli("analyze", model_file(TINY_MODEL), "--fixes-json", blocker / "fixes.json")
-    assert outcome.exit_code == 2 and "Error: " in outcome.stderr
+    assert outcome.exit_code == 2 and "Error: " in outcome.stderr and "--fixes-json" in outcome.stderr
     assert not list(tmp_path.glob("*.json"))
 
 
