@@ -8,11 +8,10 @@ backprop signal per weight layer and the loss curves, base run and trial overlai
 
 from __future__ import annotations
 
-import io
 import textwrap
 from typing import Optional, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+import matplotlib
 from matplotlib.figure import Figure as MplFigure
 from tabulate import tabulate
 
@@ -20,9 +19,10 @@ from ..diagnose.numbers import compact
 from ..diagnose.reading import median_of, weight_layers
 from ..fixes.trial import FixTrial
 from ..record import RunRecord
+from .figures import clean_style, draw_png
 from .markup import Figure, Markup, Section, Table, element, join
 
-DPI = 100
+FIGURE_PX = (720, 260)  # small: one per trial
 _FRACTION_KEYS = ("dead_fraction", "saturated_fraction", "relative_gap")
 
 
@@ -104,28 +104,28 @@ def trial_figure(base: RunRecord, trial: FixTrial) -> Optional[bytes]:
     """Backprop signal per weight layer (left) and training loss per step (right): base dashed, trial solid."""
     if trial.record is None:
         return None
-    figure = MplFigure(figsize=(7.2, 2.6), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    signal, loss = figure.subplots(1, 2)
-    for record, style, label in ((base, "--", "before"), (trial.record, "-", "after")):
-        values = _signal_profile(record)
-        if values:
-            signal.plot(range(1, len(values) + 1), values, style, marker=".", label=label)
-        steps = [s for s, _ in record.scalars.get("loss", [])]
-        losses = [v for _, v in record.scalars.get("loss", [])]
-        if losses:
-            loss.plot(steps, losses, style, label=label)
-    signal.set_yscale("log")
-    signal.set_xlabel("weight layer (input \u2192 output)")
-    signal.set_ylabel("backprop signal (median)")
-    signal.legend(loc="best", fontsize=7)
-    loss.set_xlabel("step")
-    loss.set_ylabel("training loss")
-    loss.legend(loc="best", fontsize=7)
-    figure.suptitle(f"{trial.finding} / {trial.fix}: {trial.verdict}", fontsize=9)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
+    runs = ((base, "--", "before"), (trial.record, "-", "after"))
+
+    def draw(figure: MplFigure) -> bool:
+        signal, loss = figure.subplots(1, 2)
+        for record, style, label in runs:
+            values = _signal_profile(record)
+            if values:
+                signal.plot(range(1, len(values) + 1), values, style, marker=".", label=label)
+            pairs = record.scalars.get("loss", [])
+            if pairs:
+                loss.plot([s for s, _ in pairs], [v for _, v in pairs], style, label=label)
+        signal.set_yscale("log")
+        signal.set_xlabel("weight layer (input \u2192 output)")
+        signal.set_ylabel("backprop signal (median)")
+        loss.set_xlabel("step")
+        loss.set_ylabel("training loss")
+        for ax in (signal, loss):
+            ax.legend(loc="best", fontsize=7)
+        return True
+
+    with matplotlib.rc_context(clean_style({"font.size": 8})):
+        return draw_png(FIGURE_PX, draw, title=f"{trial.finding} / {trial.fix}: {trial.verdict}")
 
 
 def _signal_profile(record: RunRecord) -> list[float]:
