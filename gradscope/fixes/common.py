@@ -6,6 +6,7 @@ import math
 from statistics import median
 from typing import Optional
 
+from ..diagnose.clipping import gradient_norm_stat
 from ..diagnose.finding import Diagnosis, Finding
 from ..diagnose.reading import points, weight_layers
 from ..record import RunRecord
@@ -33,8 +34,10 @@ def nonfinite_loss_steps(record: RunRecord) -> int:
 
 
 def max_grad_norm(record: RunRecord) -> Optional[float]:
-    """The largest gradient L2 norm of any weight layer at any recorded step (as the optimizer read it)."""
-    values = [v for m in weight_layers(record) for _, v in points(record, "grad_norm", m.name)]
+    """The largest gradient L2 norm of any weight layer at any recorded step, before clipping where the
+    record has it (as the exploding rule reads it): a clipping trial must not win by measuring its own clip."""
+    stat = gradient_norm_stat(record)
+    values = [v for m in weight_layers(record) for _, v in points(record, stat, m.name)]
     return max(values) if values else None
 
 

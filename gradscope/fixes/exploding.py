@@ -16,7 +16,7 @@ FINDING = "exploding-gradients"
 
 
 def measure(record: RunRecord, finding: Finding, config: Config) -> Metrics:
-    """The largest layer gradient norm (as the optimizer read it: after any clipping) and steps with a non-finite loss."""
+    """The largest layer gradient norm (before clipping where recorded) and steps with a non-finite loss."""
     return {"max_grad_norm": max_grad_norm(record), "nonfinite_steps": float(nonfinite_loss_steps(record))}
 
 
