@@ -53,3 +53,8 @@ class DataFileError(GradscopeError, ValueError):
 
 class UnknownConfigError(_LookupError):
     """`SweepResult.find` was asked for a configuration the sweep did not run."""
+
+
+class StoreError(GradscopeError):
+    """A run store cannot be written: a missing or unwritable folder, a file that is not a
+    gradscope store, a store from a newer gradscope, or another process writing the same path."""

@@ -1,9 +1,11 @@
 """`RunRecord`: what one watched training run produced, as plain dataclasses and JSON.
 
-Statistics are stored column-wise: for every layer (or parameter) and statistic, one list
-with a value per recorded step, `None` where there was nothing to measure (no gradient,
-a skipped step, a module that did not run). `series()` is then a lookup, and the JSON file
-stays small and diffable.
+Statistics are stored column-wise: for every layer (or parameter) and statistic, one
+`Column` with a value per recorded step, `None` where there was nothing to measure (no
+gradient, a skipped step, a module that did not run). A column keeps its numbers in a numpy
+array with a mask of "measured" (5 bytes a value, not a 32-byte Python float in a list), so a
+long run fits in memory; `series()` still hands out plain lists. The JSON file stays small
+and diffable; `gradscope.store` holds the on-disk form a watch can stream into.
 """
 
 from __future__ import annotations
@@ -11,55 +13,18 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
+from . import store
+from .columns import Column, Value, column_arrays
 from .errors import RecordFormatError, UnknownSeriesError
 from .io import from_json_value, json_text, read_json_file, to_json_value, write_atomic
+from .runinfo import HookError, ModuleInfo, RunMeta
 from .statdefs import STAT_NAMES
 
 SCHEMA_VERSION = 1
 
-Value = Optional[float]
-
-
-@dataclass
-class ModuleInfo:
-    """One watched module, in forward (execution) order."""
-
-    name: str  # qualified name in the unwrapped model ("" is the root)
-    type: str  # class name, e.g. "Linear"
-    num_params: int  # parameters the module owns directly (not its children's)
-    params: list[str] = field(default_factory=list)  # qualified names of those parameters
-    trainable_params: int = 0  # of num_params, those with requires_grad
-    activation: Optional[str] = None  # "sigmoid", "tanh", "relu", ... for activation modules
-    is_leaf: bool = True
-    executed: bool = True  # False: owns parameters but never ran a training forward
-
-
-@dataclass
-class RunMeta:
-    model_class: str = ""
-    num_params: int = 0
-    trainable_params: int = 0
-    grad_source: str = "optimizer"  # "optimizer": read at optimizer.step; "backward": after each backward
-    optimizer: Optional[str] = None
-    every: int = 1
-    gradscope_version: str = ""
-    torch_version: str = ""
-    python_version: str = ""
-    created: str = ""
-    options: dict[str, Any] = field(default_factory=dict)  # how the run was made (CLI options, sweep config)
-    notes: list[str] = field(default_factory=list)  # e.g. statistics that were unavailable and why
-
-
-@dataclass
-class HookError:
-    """An exception raised inside one of gradscope's own hooks. Training went on regardless."""
-
-    where: str  # "forward:features.3", "optimizer-step", ...
-    error: str  # "ValueError: ..."
-    count: int = 1
-    first_step: int = 0
+__all__ = ["Column", "HookError", "ModuleInfo", "RunMeta", "RunRecord", "SCHEMA_VERSION", "Value", "column_arrays"]
 
 
 @dataclass
@@ -68,8 +33,8 @@ class RunRecord:
     modules: list[ModuleInfo] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)  # the recorded step indices
     skipped_steps: list[int] = field(default_factory=list)  # steps GradScaler skipped (non-finite grads)
-    layer_stats: dict[str, dict[str, list[Value]]] = field(default_factory=dict)
-    param_stats: dict[str, dict[str, list[Value]]] = field(default_factory=dict)
+    layer_stats: dict[str, dict[str, Column]] = field(default_factory=dict)
+    param_stats: dict[str, dict[str, Column]] = field(default_factory=dict)
     scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # run.log(...): (step, value)
     hook_errors: list[HookError] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
@@ -123,14 +88,20 @@ class RunRecord:
         layer_values: dict[str, dict[str, Value]],
         param_values: dict[str, dict[str, Value]],
         skipped: bool = False,
+        *,
+        measured: bool = False,
     ) -> None:
-        """Add one recorded step; names or statistics missing from the dicts read as None."""
+        """Add one recorded step; names or statistics missing from the dicts read as None.
+
+        `measured=True`: the values are statistics a watch reduced in float32 on the device;
+        they are kept at that precision (`measured_precision`), as the run store keeps them.
+        """
         index = len(self.steps)
         self.steps.append(step)
         if skipped:
             self.skipped_steps.append(step)
-        _append_column(self.layer_stats, layer_values, index)
-        _append_column(self.param_stats, param_values, index)
+        _append_column(self.layer_stats, layer_values, index, measured)
+        _append_column(self.param_stats, param_values, index, measured)
 
     def log_scalar(self, step: int, name: str, value: float) -> None:
         pairs = self.scalars.setdefault(name, [])
@@ -141,8 +112,17 @@ class RunRecord:
 
     # ---- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["scalars"] = {k: [[s, v] for s, v in pairs] for k, pairs in self.scalars.items()}
+        data = {
+            "meta": asdict(self.meta),
+            "modules": [asdict(m) for m in self.modules],
+            "steps": list(self.steps),
+            "skipped_steps": list(self.skipped_steps),
+            "layer_stats": _tables_to_lists(self.layer_stats),
+            "param_stats": _tables_to_lists(self.param_stats),
+            "scalars": {k: [[s, v] for s, v in pairs] for k, pairs in self.scalars.items()},
+            "hook_errors": [asdict(e) for e in self.hook_errors],
+            "schema_version": self.schema_version,
+        }
         return to_json_value(data)
 
     @classmethod
@@ -165,8 +145,8 @@ class RunRecord:
                 modules=[ModuleInfo(**m) for m in data["modules"]],
                 steps=[int(s) for s in data["steps"]],
                 skipped_steps=[int(s) for s in data["skipped_steps"]],
-                layer_stats=from_json_value(data["layer_stats"]),
-                param_stats=from_json_value(data["param_stats"]),
+                layer_stats=_tables_from_lists(from_json_value(data["layer_stats"])),
+                param_stats=_tables_from_lists(from_json_value(data["param_stats"])),
                 scalars={k: [(int(s), from_json_value(v)) for s, v in pairs] for k, pairs in data["scalars"].items()},
                 hook_errors=[HookError(**e) for e in data["hook_errors"]],
                 schema_version=version,
@@ -186,34 +166,57 @@ class RunRecord:
         for table in (self.layer_stats, self.param_stats):
             for name, stats in table.items():
                 for stat, values in stats.items():
-                    if not isinstance(values, list) or len(values) != n:
+                    if not isinstance(values, (Column, list)) or len(values) != n:
                         raise ValueError(f"series {stat!r} of {name!r} has the wrong length")
 
     def to_json(self) -> str:
         return json_text(self.to_dict())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the record as JSON atomically: a failure leaves no half-written file."""
+        """Write the record atomically (a failure leaves no half-written file): as a run store
+        when the path ends in `.gsrun`, else as JSON."""
         path = Path(path)
+        if path.suffix == store.STORE_SUFFIX:
+            store.write_store(self, path)
+            return path
         write_atomic(path, self.to_json().encode("utf-8"))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "RunRecord":
+        """Read a run saved as JSON or a run store (told apart by content, not by name). A store
+        may still be written by a running watch, or its writer may have been killed: the record
+        holds every step committed so far."""
         path = Path(path)
+        if store.is_store_file(path):
+            return cls(**store.read_store(path))
         data = read_json_file(path, "Run file", "Re-create it with `gradscope analyze --json`.")
         return cls.from_dict(data, source=f"Run file {str(path)!r}")
 
 
-def _append_column(table: dict[str, dict[str, list[Value]]], values: dict[str, dict[str, Value]], index: int) -> None:
+def _append_column(
+    table: dict[str, dict[str, Column]], values: dict[str, dict[str, Value]], index: int, measured: bool
+) -> None:
     for name, stats in values.items():
         columns = table.setdefault(name, {})
         for stat in stats:
-            columns.setdefault(stat, [None] * index)
+            if stat not in columns:
+                columns[stat] = Column.unmeasured(index)
     for name, columns in table.items():
         row = values.get(name, {})
         for stat, column in columns.items():
-            column.append(row.get(stat))
+            if measured:
+                column.append_measured(row.get(stat))
+            else:
+                column.append(row.get(stat))
+
+
+def _tables_to_lists(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[Value]]]:
+    return {name: {stat: list(values) for stat, values in stats.items()} for name, stats in table.items()}
+
+
+def _tables_from_lists(table: dict[str, dict[str, list[Value]]]) -> dict[str, dict[str, Column]]:
+    return {name: {stat: Column(values) for stat, values in stats.items()} for name, stats in table.items()}
 
 
 def _preview(names: Iterable[str], limit: int = 8) -> str:
