@@ -14,6 +14,7 @@ import gradscope
 from gradscope.analyze import OPTIMIZERS, AnalyzeConfig, analyze_file
 from gradscope.analyze.batches import parse_input_shape
 from gradscope.outputs import OutputPaths, check_file_writable, fix_trial_files
+from gradscope.store import check_store_path, write_store
 
 from .common import (
     config_option,
@@ -55,6 +56,7 @@ _positive = click.IntRange(min=1)
     help="Write the fix trials to FIXES.json and each trial's run (plus the base run, FIXES.base.json) next to it, "
     "for `gradscope compare`. Implies --try-fixes.",
 )
+@click.option("--store", "store_path", metavar="PATH", help="Also save the run as a run store (SQLite, e.g. run.gsrun), for `gradscope report` and `compare`.")
 @fail_on_option("error")
 @click.option("--quiet", is_flag=True, help="Print nothing (no table, no progress bar); errors still go to stderr.")
 @debug_option
@@ -74,6 +76,7 @@ def analyze_command(
     png_dir: Optional[str],
     try_fixes: bool,
     fixes_json: Optional[str],
+    store_path: Optional[str],
     fail_on: str,
     quiet: bool,
     debug: bool,
@@ -112,6 +115,8 @@ def analyze_command(
         fixes_path = Path(fixes_json) if fixes_json else None
         if fixes_path is not None:
             check_file_writable("fixes_json", fixes_path)
+        if store_path is not None:
+            check_store_path(store_path)
         # The model file's own print() calls go to stderr, so stdout is exactly the report (pipeable).
         started = time.perf_counter()
         with _progress(steps, enabled=not quiet and stderr_is_terminal()) as advance, contextlib.redirect_stdout(
@@ -135,6 +140,10 @@ def analyze_command(
             outputs, record, diagnosis, title=f"gradscope: {Path(model_file).name}", quiet=quiet,
             fix_trials=trials, extra=extra,
         )
+        if store_path is not None:
+            write_store(record, store_path)
+            if not quiet:
+                click.echo(f"Wrote {store_path}", err=True)
         if not quiet:
             click.echo(report.rstrip("\n"))
         return exit_code_for(diagnosis, fail_on)

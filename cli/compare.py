@@ -1,4 +1,4 @@
-"""`gradscope compare A.json B.json`: two saved runs side by side, findings fixed and introduced."""
+"""`gradscope compare A B`: two saved runs (JSON or run stores) side by side, findings fixed and introduced."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from .common import config_option, debug_option, fail_on_option, findings_at_or_
 
 
 @click.command("compare")
-@click.argument("run_a", metavar="A.json")
-@click.argument("run_b", metavar="B.json")
+@click.argument("run_a", metavar="A")
+@click.argument("run_b", metavar="B")
 @config_option
 @fail_on_option("never")
 @debug_option
 def compare_command(run_a: str, run_b: str, config_path: Optional[str], fail_on: str, debug: bool) -> None:
-    """Show runs A and B side by side per layer and which findings B fixed or introduced.
+    """Show runs A and B (JSON files or run stores) side by side per layer and which findings B fixed or introduced.
 
     With --fail-on, exit with status 1 when B introduces a finding of at least that severity.
     """

@@ -1,4 +1,4 @@
-"""`gradscope report RUN.json`: render a saved run again, without re-running the model."""
+"""`gradscope report RUN`: render a saved run (JSON or a run store) again, without re-running the model."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .common import (
 
 
 @click.command("report")
-@click.argument("run_file", metavar="RUN.json")
+@click.argument("run_file", metavar="RUN")
 @config_option
 @output_options
 @fail_on_option("never")
@@ -38,7 +38,8 @@ def report_command(
     quiet: bool,
     debug: bool,
 ) -> None:
-    """Render a run saved with `gradscope analyze --json` (or RunRecord.save): text, JSON, HTML, PNG.
+    """Render a run saved with `gradscope analyze --json` or `--store` (or RunRecord.save, or a run store a
+    watch streamed into, even one still being written): text, JSON, HTML, PNG.
 
     Findings are computed afresh from the saved statistics, so --config can change them.
     """

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from . import store
 from .columns import Column, Value, column_arrays
 from .errors import RecordFormatError, UnknownSeriesError
@@ -68,10 +70,23 @@ class RunRecord:
 
     def last(self, stat: str, name: str) -> Value:
         """The value at the last recorded step that has one, or None."""
-        for value in reversed(self.series(stat, name)):
-            if value is not None:
-                return value
-        return None
+        values, measured = self.series_arrays(stat, name)
+        present = np.flatnonzero(measured)
+        return float(values[present[-1]]) if len(present) else None
+
+    def series_arrays(self, stat: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """`series` as (float64 values, NaN where not measured; measured mask): for long runs."""
+        if stat not in STAT_NAMES:
+            self.series(stat, name)  # raises the error that names the known statistics
+        table = self.layer_stats.get(name)
+        if table is None:
+            table = self.param_stats.get(name)
+        if table is None:
+            self.series(stat, name)
+        values = table.get(stat) if table is not None else None
+        if values is None:
+            return np.full(len(self.steps), np.nan), np.zeros(len(self.steps), bool)
+        return column_arrays(values)
 
     def scalar_series(self, name: str) -> tuple[list[int], list[float]]:
         """(steps, values) of a scalar logged with `run.log(name=...)`."""

@@ -371,9 +371,11 @@ def _json(value: Any) -> str:
     return json_text(to_json_value(value), compact=True)  # as in a JSON record: NaN/Inf as strings
 
 
-def _open_for_writing(path: Path) -> tuple[Optional[int], sqlite3.Connection]:
-    """Check and lock `path`, then create (or replace) the store there. Every refusal is a
-    StoreError raised before anything is written."""
+def check_store_path(path: str | os.PathLike[str]) -> Path:
+    """Raise StoreError now if a store could not be written at `path` later (before training):
+    a missing or unwritable folder, a folder in the way, a file that is not a gradscope store
+    or is one from a newer gradscope. Creates nothing."""
+    path = Path(path)
     folder = path.parent
     where = str(path)
     if not folder.is_dir():
@@ -382,9 +384,17 @@ def _open_for_writing(path: Path) -> tuple[Optional[int], sqlite3.Connection]:
         raise StoreError(f"Cannot write the run store {where!r}: it is a folder. Pass a file path such as 'runs/exp1{STORE_SUFFIX}'.")
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
         raise StoreError(f"Cannot write the run store {where!r}: no permission to write there. Pass a path in a folder you can write to.")
-    existed = path.exists() and path.stat().st_size > 0
-    if existed:
+    if path.exists() and path.stat().st_size > 0:
         _check_replaceable(path)
+    return path
+
+
+def _open_for_writing(path: Path) -> tuple[Optional[int], sqlite3.Connection]:
+    """Check and lock `path`, then create (or replace) the store there. Every refusal is a
+    StoreError raised before anything is written."""
+    where = str(path)
+    check_store_path(path)
+    existed = path.exists() and path.stat().st_size > 0
     try:
         lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:

@@ -28,12 +28,14 @@ from ..record import RunRecord
 from .figures import RenderedFigure, clean_style, draw_png, positive
 from .series import (
     SUMMARY_DESCRIPTION,
+    array_has_nonfinite,
+    array_median,
     display_name,
-    finite,
-    has_nonfinite,
+    downsample_columns,
+    downsample_curve,
     layers_with,
-    median,
-    stat_values,
+    stat_array,
+    stat_arrays,
 )
 
 MAX_TICK_LABELS = 40  # beyond this, label every k-th layer so labels never overlap
@@ -205,20 +207,20 @@ def _flow_points(record: RunRecord) -> list[_FlowPoint]:
     """One point per module that received a gradient, in forward order."""
     points = []
     for module in record.modules:
-        values = {s: stat_values(record, "layer", module.name, s) for s in ("grad_rms", "grad_mean_abs", "grad_max")}
-        if not any(finite(v) or has_nonfinite(v) for v in values.values()):
+        values = {s: stat_arrays(record, "layer", module.name, s) for s in ("grad_rms", "grad_mean_abs", "grad_max")}
+        if not any(measured.any() for _, measured in values.values()):
             continue
         biases = [p for p in module.params if p.endswith(".bias") and p in record.param_stats]
-        bias_rms = [median(stat_values(record, "param", p, "grad_rms")) for p in biases]
-        rms = median(values["grad_rms"])
+        bias_rms = [array_median(stat_array(record, "param", p, "grad_rms")) for p in biases]
+        rms = array_median(values["grad_rms"][0])
         points.append(
             _FlowPoint(
                 layer=module.name,
                 rms=rms,
-                mean_abs=median(values["grad_mean_abs"]),
-                max_abs=median(values["grad_max"]),
+                mean_abs=array_median(values["grad_mean_abs"][0]),
+                max_abs=array_median(values["grad_max"][0]),
                 bias_rms=next((b for b in bias_rms if b is not None), None),
-                nonfinite=any(has_nonfinite(v) for v in values.values()),
+                nonfinite=any(array_has_nonfinite(v, m) for v, m in values.values()),
                 all_zero=rms == 0,
             )
         )
@@ -292,9 +294,9 @@ def _draw_backprop(figure: Figure, record: RunRecord, diagnosis: Optional[Diagno
     layers = layers_with(record, ["backprop_norm"])
     if not layers:
         return False
-    columns = [stat_values(record, "layer", name, "backprop_norm") for name in layers]
-    with_data = [i for i in range(len(record.steps)) if any(_finite_at(col, i) for col in columns)]
-    picks = sorted({with_data[0], with_data[-1]})
+    arrays = [stat_arrays(record, "layer", name, "backprop_norm") for name in layers]
+    with_data = np.flatnonzero(np.any([np.isfinite(values) for values, _ in arrays], axis=0))
+    picks = sorted({int(with_data[0]), int(with_data[-1])})
     ax = figure.add_subplot()
     styles = [
         {"color": "#1f77b4", "lw": 1.2, "marker": "o", "ms": 3},
@@ -303,13 +305,13 @@ def _draw_backprop(figure: Figure, record: RunRecord, diagnosis: Optional[Diagno
     lines = []
     for style, index in zip(styles, picks):
         which = "first" if index == picks[0] else "last"
-        lines.append((f"step {record.steps[index]} ({which} recorded)", [col[index] for col in columns], style))
+        lines.append((f"step {record.steps[index]} ({which} recorded)", [_at(a, index) for a in arrays], style))
     if not _plot_log_lines(ax, lines):
         _no_data_note(ax, "backprop signal was zero or non-finite everywhere")
-    last = [col[picks[-1]] for col in columns]
+    last = [_at(a, picks[-1]) for a in arrays]
     _mark_edges(
         ax,
-        nonfinite=[i for i, col in enumerate(columns) if has_nonfinite(col)],
+        nonfinite=[i for i, (values, measured) in enumerate(arrays) if array_has_nonfinite(values, measured)],
         zero=[i for i, v in enumerate(last) if v == 0],
         zero_label="exactly 0 at the last step",
     )
@@ -320,9 +322,9 @@ def _draw_backprop(figure: Figure, record: RunRecord, diagnosis: Optional[Diagno
     return True
 
 
-def _finite_at(values: Sequence[Optional[float]], index: int) -> bool:
-    value = values[index]
-    return value is not None and math.isfinite(value)
+def _at(arrays: tuple[np.ndarray, np.ndarray], index: int) -> Optional[float]:
+    values, measured = arrays
+    return float(values[index]) if measured[index] else None
 
 
 # ---- 3. layer x step heatmap --------------------------------------------------------------
@@ -332,9 +334,10 @@ def _draw_heatmap(figure: Figure, record: RunRecord, diagnosis: Optional[Diagnos
     layers = layers_with(record, ["grad_rms"])
     if not layers or not record.steps:
         return False
-    grid = np.array(
-        [[positive(v) for v in stat_values(record, "layer", name, "grad_rms")] for name in layers], dtype=float
-    )
+    grid = np.array([stat_array(record, "layer", name, "grad_rms") for name in layers], dtype=float)
+    with np.errstate(invalid="ignore"):
+        grid[~((grid > 0) & np.isfinite(grid))] = np.nan  # a log colour scale shows positive values; the rest is grey
+    grid, starts = downsample_columns(grid)  # long runs: each column the median of a bucket of steps
     shown = np.ma.masked_invalid(grid)
     if shown.count() == 0:
         return False
@@ -348,11 +351,13 @@ def _draw_heatmap(figure: Figure, record: RunRecord, diagnosis: Optional[Diagnos
     colorbar.set_label("gradient RMS (parameter units, log colour scale)")
     _label_positions(ax, layers, axis="y")
     steps = record.steps
-    every = max(1, math.ceil(len(steps) / 20))
-    ticks = list(range(0, len(steps), every))
-    ax.set_xticks(ticks, [str(steps[i]) for i in ticks], fontsize=8)
+    every = max(1, math.ceil(len(starts) / 20))
+    ticks = list(range(0, len(starts), every))
+    ax.set_xticks(ticks, [str(steps[starts[i]]) for i in ticks], fontsize=8)
     ax.grid(False)
-    ax.set_xlabel("training step (recorded steps; grey: not recorded, zero or NaN)")
+    bucketed = len(starts) < len(steps)
+    per_column = f"each column the median of ~{len(steps) / len(starts):.0f} recorded steps; " if bucketed else ""
+    ax.set_xlabel(f"training step ({per_column or 'recorded steps; '}grey: not recorded, zero or NaN)")
     ax.set_ylabel(f"layer, forward order (input at top; {len(layers)} layers)")
     _titled(figure, ax, "Gradient RMS per layer and step")
     return True
@@ -373,7 +378,7 @@ def _draw_activations(figure: Figure, record: RunRecord, diagnosis: Optional[Dia
     ax = figure.add_subplot()
     for stat, label, style in stats:
         # Saturation exists only for bounded activations: connect the layers that have a value.
-        points = [(i, median(stat_values(record, "layer", name, stat))) for i, name in enumerate(layers)]
+        points = [(i, array_median(stat_array(record, "layer", name, stat))) for i, name in enumerate(layers)]
         points = [(i, v) for i, v in points if v is not None]
         if points:
             ax.plot([i for i, _ in points], [v for _, v in points], label=label, lw=1.2, ms=3, **style)
@@ -393,13 +398,14 @@ def _draw_update_ratio(figure: Figure, record: RunRecord, diagnosis: Optional[Di
     if not layers:
         return False
     ax = figure.add_subplot()
-    values = [median(stat_values(record, "layer", name, "update_ratio")) for name in layers]
+    ratios = [stat_arrays(record, "layer", name, "update_ratio") for name in layers]
+    values = [array_median(v) for v, _ in ratios]
     if not _plot_log_lines(ax, [("update / weight", values, {"color": "#2ca02c", "lw": 1.4, "marker": "o", "ms": 3})]):
         _no_data_note(ax, "no update moved any weight")
     ax.axhline(UPDATE_RATIO_GUIDE, color="0.3", ls="--", lw=1.0, label="1e-3 rule of thumb")
     _mark_edges(
         ax,
-        nonfinite=[i for i, n in enumerate(layers) if has_nonfinite(stat_values(record, "layer", n, "update_ratio"))],
+        nonfinite=[i for i, (v, m) in enumerate(ratios) if array_has_nonfinite(v, m)],
         zero=[i for i, v in enumerate(values) if v == 0],
         zero_label="weights did not move (ratio 0)",
     )
@@ -418,7 +424,11 @@ def _draw_loss(figure: Figure, record: RunRecord, diagnosis: Optional[Diagnosis]
     for name, style in (("loss", {"color": "#1f77b4", "lw": 1.2}), ("val_loss", {"color": "#d62728", "lw": 1.6})):
         if name in record.scalars:
             steps, values = record.scalar_series(name)
-            keep = [(s, v) for s, v in zip(steps, values) if v is not None and math.isfinite(v)]
+            xs = np.array(steps, dtype=np.int64)
+            ys = np.array([math.nan if v is None else v for v in values], dtype=float)
+            finite_ys = np.isfinite(ys)
+            xs, ys = downsample_curve(xs[finite_ys], ys[finite_ys])  # long runs: each bucket's min and max
+            keep = list(zip(xs.tolist(), ys.tolist()))
             if keep:
                 curves.append((name, keep, style))
     if not curves:
