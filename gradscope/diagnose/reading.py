@@ -8,9 +8,11 @@ them, so they say nothing about the model.
 from __future__ import annotations
 
 import math
-from statistics import median
 from typing import Iterable, Optional
 
+import numpy as np
+
+from ..columns import column_arrays
 from ..record import ModuleInfo, RunRecord
 from ..statdefs import STATS_BY_NAME
 
@@ -21,7 +23,8 @@ def has_stat(record: RunRecord, stat: str) -> bool:
     """True when some layer or parameter has at least one recorded value of `stat`."""
     for table in (record.layer_stats, record.param_stats):
         for stats in table.values():
-            if any(v is not None for v in stats.get(stat, ())):
+            values = stats.get(stat)
+            if values is not None and column_arrays(values)[1].any():
                 return True
     return False
 
@@ -32,28 +35,34 @@ def has_scalar(record: RunRecord, name: str) -> bool:
 
 def points(record: RunRecord, stat: str, name: str, finite_only: bool = True) -> list[tuple[int, float]]:
     """(step, value) pairs of `stat` for a layer or parameter, without gaps and skipped steps."""
+    steps, values = point_arrays(record, stat, name, finite_only)
+    return list(zip(steps.tolist(), values.tolist()))
+
+
+def point_arrays(record: RunRecord, stat: str, name: str, finite_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """`points` as two arrays (steps, values): a run of 100,000 steps is read in array operations."""
     table = record.layer_stats.get(name) or record.param_stats.get(name) or {}
-    values = table.get(stat)
-    if not values:
-        return []
-    skipped = set(record.skipped_steps) if STATS_BY_NAME[stat].source in _SKIPPABLE_SOURCES else set()
-    out = []
-    for step, value in zip(record.steps, values):
-        if value is None or step in skipped or (finite_only and not math.isfinite(value)):
-            continue
-        out.append((step, float(value)))
-    return out
+    series = table.get(stat)
+    if series is None or not len(series):
+        return np.zeros(0, np.int64), np.zeros(0)
+    values, keep = column_arrays(series)
+    steps = np.asarray(record.steps, dtype=np.int64)
+    if finite_only:
+        keep = keep & np.isfinite(values)
+    if record.skipped_steps and STATS_BY_NAME[stat].source in _SKIPPABLE_SOURCES:
+        keep = keep & ~np.isin(steps, np.asarray(record.skipped_steps, dtype=np.int64))
+    return steps[keep], values[keep]
 
 
 def median_of(record: RunRecord, stat: str, name: str) -> Optional[float]:
-    values = [v for _, v in points(record, stat, name)]
-    return median(values) if values else None
+    values = point_arrays(record, stat, name)[1]
+    return float(np.median(values)) if len(values) else None
 
 
 def smallest_of_last(record: RunRecord, stat: str, name: str, count: int) -> Optional[float]:
     """The smallest of the last `count` values: a level the layer stayed above in every one of them."""
-    values = [v for _, v in points(record, stat, name)][-max(1, count):]
-    return min(values) if values else None
+    values = point_arrays(record, stat, name)[1][-max(1, count):]
+    return float(values.min()) if len(values) else None
 
 
 def is_norm(info: ModuleInfo) -> bool:

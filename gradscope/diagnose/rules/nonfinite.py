@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+import numpy as np
+
 from ...record import RunRecord
 from ..finding import Finding
 from ..numbers import name_list
-from ..reading import points
+from ..reading import point_arrays
 from ..rule import Rule
 
 # Parameter gradients only: backprop_norm is measured on the loss as GradScaler scaled it, where
@@ -89,10 +91,11 @@ def _bad_steps(record: RunRecord, stats: tuple[str, ...]) -> dict[str, list[int]
     bad: dict[str, set[int]] = {}
     for name in record.layers:
         for stat in stats:
-            for step, value in points(record, stat, name, finite_only=False):
-                counts = stat.endswith("nonfinite")
-                if (counts and value > 0) or (not counts and not math.isfinite(value)):
-                    bad.setdefault(name, set()).add(step)
+            steps, values = point_arrays(record, stat, name, finite_only=False)
+            with np.errstate(invalid="ignore"):
+                flagged = values > 0 if stat.endswith("nonfinite") else ~np.isfinite(values)
+            if flagged.any():
+                bad.setdefault(name, set()).update(steps[flagged].tolist())
     return {name: sorted(steps) for name, steps in bad.items()}
 
 

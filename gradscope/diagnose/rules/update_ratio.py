@@ -13,7 +13,7 @@ from ...record import ModuleInfo, RunRecord
 from ..advice import lr_scale_snippet, slow_params_snippet
 from ..finding import Finding
 from ..numbers import compact, name_list
-from ..reading import median_of, points
+from ..reading import median_of, point_arrays
 from ..rule import Rule
 
 
@@ -28,7 +28,7 @@ class UpdateRatio(Rule):
         ratios: dict[str, float] = {}
         for info in record.modules:
             value = median_of(record, "update_ratio", info.name)
-            if value is None or not points(record, "grad_norm", info.name):
+            if value is None or not len(point_arrays(record, "grad_norm", info.name)[0]):
                 continue  # layers without any gradient belong to the no-gradient rule
             if _started_at_zero(record, info.name):
                 continue  # zero-initialised (a bias-only head, a zero-init residual branch): no scale to compare with
@@ -113,8 +113,8 @@ class UpdateRatio(Rule):
 
 
 def _started_at_zero(record: RunRecord, name: str) -> bool:
-    weights = points(record, "weight_norm", name)
-    return bool(weights) and weights[0][1] == 0.0
+    weights = point_arrays(record, "weight_norm", name)[1]
+    return bool(len(weights)) and weights[0] == 0.0
 
 
 def _param_group_snippet(record: RunRecord, modules: list[ModuleInfo]) -> str:
