@@ -39,6 +39,7 @@ from .series import (
 )
 
 MAX_TICK_LABELS = 40  # beyond this, label every k-th layer so labels never overlap
+MAX_MINOR_TICKS = 120
 LABEL_CHARS = 28
 UPDATE_RATIO_GUIDE = 1e-3
 # Findings whose layers the gradient-flow figure shades.
@@ -139,14 +140,16 @@ def _label_positions(ax, labels: Sequence[str], axis: str = "x") -> None:
     every = max(1, math.ceil(count / MAX_TICK_LABELS))
     shown = list(range(0, count, every))
     small = 7 if count > 20 else 8
+    # A minor tick per position helps count a few dozen layers; hundreds of them cost seconds to draw.
+    minor = range(count) if count <= MAX_MINOR_TICKS else []
     if axis == "x":
         ax.set_xticks(shown, [_short(labels[i]) for i in shown], rotation=90, fontsize=small)
-        ax.set_xticks(range(count), minor=True)
+        ax.set_xticks(minor, minor=True)
         ax.set_xlim(-0.5, count - 0.5)
         ax.grid(False, axis="x")
     else:
         ax.set_yticks(shown, [_short(labels[i]) for i in shown], fontsize=small)
-        ax.set_yticks(range(count), minor=True)
+        ax.set_yticks(minor, minor=True)
 
 
 def _layer_axis_label(count: int, noun: str = "layer") -> str:

@@ -141,3 +141,29 @@ def test_prints_in_the_model_file_go_to_stderr(gradscope_cli, model_file):
     assert outcome.exit_code == 0
     assert outcome.stdout.startswith("gradscope report:")  # stdout is exactly the report
     assert "loading my model" in outcome.stderr
+
+
+def test_report_and_compare_read_run_stores_and_analyze_writes_one(gradscope_cli, model_file, before_after, tmp_path):
+    path = model_file(TINY_MODEL)
+    store = tmp_path / "run.gsrun"
+    outcome = gradscope_cli("analyze", path, *FAST, "--store", store, "--json", tmp_path / "run.json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert RunRecord.load(store).to_json() == RunRecord.load(tmp_path / "run.json").to_json()
+    renamed = tmp_path / "run.data"  # told apart by content, not by name
+    renamed.write_bytes(store.read_bytes())
+    report = gradscope_cli("report", renamed)
+    assert report.exit_code == 0 and "Per-layer" in report.stdout
+    compare = gradscope_cli("compare", before_after[0], renamed)
+    assert compare.exit_code == 0 and "Comparing" in compare.stdout
+
+
+def test_analyze_refuses_a_store_path_before_training(gradscope_cli, model_file, tmp_path):
+    path = model_file(TINY_MODEL)
+    notes = tmp_path / "notes.gsrun"
+    notes.write_text("mine")
+    outcome = gradscope_cli("analyze", path, *FAST, "--store", notes)
+    assert outcome.exit_code == 2 and "not a gradscope run store" in outcome.stderr
+    assert notes.read_text() == "mine"
+    outcome = gradscope_cli("analyze", path, *FAST, "--store", tmp_path / "missing" / "run.gsrun")
+    assert outcome.exit_code == 2 and "does not exist" in outcome.stderr
+    assert "Training" not in outcome.stderr
