@@ -27,9 +27,14 @@ def measured_precision(values: np.ndarray) -> np.ndarray:
     to Inf, an underflow to 0 or to a subnormal), where the float64 value is kept as it is."""
     with np.errstate(over="ignore", invalid="ignore"):
         rounded = values.astype(np.float32)
-        magnitude = np.abs(values)
-        faithful = ~np.isfinite(values) | (values == 0) | ((magnitude >= _FLOAT32_TINY) & np.isfinite(rounded))
-    return np.where(faithful, rounded.astype(np.float64), values)
+        # Only zeros, subnormals, NaN and Inf after rounding can be unfaithful: look closer at those.
+        suspect = np.flatnonzero(~(np.abs(rounded) >= _FLOAT32_TINY) | np.isinf(rounded))
+        kept = rounded.astype(np.float64)
+        if len(suspect):
+            exact = values[suspect]
+            faithful = ~np.isfinite(exact) | (exact == 0) | ((np.abs(exact) >= _FLOAT32_TINY) & np.isfinite(rounded[suspect]))
+            kept[suspect[~faithful]] = exact[~faithful]
+    return kept
 
 
 def fits_float32(values: np.ndarray) -> bool:
