@@ -181,6 +181,7 @@ class StoreWriter:
         *,
         measured: bool = False,
     ) -> None:
+        """As `RunRecord.append_step`: the step's row is packed here and committed by the writer thread."""
         columns: list[int] = []
         numbers: list[float] = []
         for kind, values in (("layer", layer_values), ("param", param_values)):
