@@ -259,6 +259,10 @@ class StoreWriter:
         return read_store(self.path)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def failure(self) -> Optional[BaseException]:
         return self._state.failure
 

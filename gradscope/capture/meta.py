@@ -2,20 +2,25 @@
 module table, the notes that say how the numbers were taken, and each recorded step.
 
 Kept apart from the Watcher so that the wiring of hooks reads on its own, and so that there is
-one call through which a recorded step's values reach the record (`write_step`).
+one call through which a recorded step's values reach the record (`write_step`). The record is
+a `RunRecord` in memory or, with `path=`, a `StoreWriter` streaming into a run store on disk:
+both take the same calls (`open_record`, `read_record`, `close_record`).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 
 from ..measure import StepValues
 from ..model_tree import WatchedModule
+from ..errors import GradscopeError
 from ..record import ModuleInfo, RunMeta, RunRecord
+from ..store import StoreWriter
 from ..version import __version__
 
 
@@ -59,8 +64,34 @@ def module_table(watched: list[WatchedModule], forward_order: dict[str, int], fo
     ]
 
 
+def open_record(
+    header: RunMeta, path: Optional[Union[str, os.PathLike[str]]], refresh: Callable[[], None]
+) -> Union[RunRecord, StoreWriter]:
+    """Where a watch's steps go: memory, or the run store at `path` (checked, locked and created
+    now, so that a bad path fails before training). `refresh` brings the module table and the
+    hook errors up to date; the store calls it about once a second, so a killed run has them."""
+    return RunRecord(meta=header) if path is None else StoreWriter(path, header, refresh=refresh)
+
+
+def read_record(record: Union[RunRecord, StoreWriter]) -> RunRecord:
+    return RunRecord(**record.read()) if isinstance(record, StoreWriter) else record
+
+
+def close_record(record: Union[RunRecord, StoreWriter]) -> None:
+    if isinstance(record, StoreWriter):
+        record.close()
+
+
+def check_open(record: Union[RunRecord, StoreWriter]) -> None:
+    if isinstance(record, StoreWriter) and record.closed:
+        raise GradscopeError(
+            f"This watch streamed its run into {str(record.path)!r} and was detached; a store holds one run. "
+            "Start a new watch to record more (with a new path, or the same one to replace the run)."
+        )
+
+
 def write_step(
-    record: RunRecord, watched: list[WatchedModule], step: int, values: StepValues, skipped: bool
+    record: Union[RunRecord, StoreWriter], watched: list[WatchedModule], step: int, values: StepValues, skipped: bool
 ) -> None:
     """The one place where a recorded step's values reach the record."""
     layer_values = {}
@@ -71,7 +102,7 @@ def write_step(
             stats.update(values.gradient_stats([pname for pname, _ in w.params]))
         layer_values[w.name] = stats
     param_values = {} if skipped else {pname: values.gradient_stats([pname]) for pname in params}
-    record.append_step(step, layer_values, param_values, skipped=skipped)
+    record.append_step(step, layer_values, param_values, skipped=skipped, measured=True)
     if values.rank_grad_norms and not skipped:
         record.log_scalar(step, "grad_norm_rank_max", max(values.rank_grad_norms))
         record.log_scalar(step, "grad_norm_rank_min", min(values.rank_grad_norms))

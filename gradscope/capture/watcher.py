@@ -4,7 +4,8 @@ The Watcher only connects things: it registers the hooks (`hooks.py`: the wrappe
 raises into training, and torch's private calls), tells the step clock what happened
 (`clock.py`: where steps begin and end, which are recorded), hands tensors to the accumulator
 (`gradscope.stats`), and owns every handle, so `detach()` leaves the model as it was.
-`meta.py` writes the record's header, module table and notes.
+`meta.py` writes the record's header, module table and notes, into memory or, with `path=`,
+into a run store on disk (`gradscope.store`).
 
 Several processes (DDP, FSDP2): see `gradscope.distributed`; every rank watches, one
 collective per recorded step combines the ranks, only rank 0 keeps the statistics.
@@ -12,6 +13,7 @@ collective per recorded step combines the ranks, only rank 0 keeps the statistic
 
 from __future__ import annotations
 
+import os
 import warnings
 import weakref
 from typing import Any, Callable, Iterable, Optional
@@ -60,6 +62,7 @@ class Watcher:
         update_ratio: bool = True,
         process_group: Any = None,
         scaler: Optional[Any] = None,
+        path: Optional[str | os.PathLike[str]] = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GradscopeError(f"gradscope.watch needs a torch.nn.Module, got {type(model).__name__}.")
@@ -100,15 +103,18 @@ class Watcher:
         self._local_norms: dict[int, torch.Tensor] = {}
         self._update = UpdateProbe()
         self._last_layout: Optional[str] = None
-        self._record = RunRecord(meta=meta.run_meta(
+        header = meta.run_meta(
             self.model, optimizer, every=every, include=include, exclude=exclude, activations=activations,
             gradients=gradients, update_ratio=self.update_ratio, scaler=self.scaler is not None, world_size=self._world,
-        ))
+        )
+        # Last: a bad path raises before anything else is set up. Only rank 0 writes a store.
+        self._record = meta.open_record(header, path if self._rank == 0 else None, refresh=self._refresh_record)
 
     # ---- public API -----------------------------------------------------------------------
     def attach(self) -> "Watcher":
         if self._attached:
             raise GradscopeError("This Watcher is already attached; call detach() first.")
+        meta.check_open(self._record)
         self._clock.attach()
         try:
             self._register_hooks()
@@ -120,6 +126,10 @@ class Watcher:
 
     def detach(self) -> RunRecord:
         """Remove every hook; the model is left exactly as it was. Returns the record."""
+        self._detach()
+        return self.record
+
+    def _detach(self) -> None:
         try:
             if self._attached:
                 self._check_discarded_gradients()
@@ -131,7 +141,7 @@ class Watcher:
             self._accumulator = StepAccumulator()
             self._window_start = None
             self._refresh_record()
-        return self._record
+            meta.close_record(self._record)
 
     def __enter__(self) -> "Watcher":
         if not self._attached:
@@ -139,13 +149,13 @@ class Watcher:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self.detach()
+        self._detach()  # not detach(): a long run's store is read back only when asked for
 
     @property
     def record(self) -> RunRecord:
-        """The run so far (complete once detached)."""
+        """The run so far (complete once detached); with path=, read back from the store."""
         self._refresh_record()
-        return self._record
+        return meta.read_record(self._record)
 
     @property
     def is_main_process(self) -> bool:
@@ -344,7 +354,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, *
     Options: every=N (record every Nth step), include=/exclude= (regexes on module names),
     activations=True, gradients=True, update_ratio=True, process_group=None (the ranks that
     train the model together; by default all ranks when the model is DDP-wrapped or FSDP2-sharded),
-    scaler=None (the GradScaler of an AMP loop).
+    scaler=None (the GradScaler of an AMP loop), path=None (a run store file, e.g. "runs/exp1.gsrun":
+    each recorded step is streamed there, so memory stays flat and a crash loses about a second).
 
     Under torch.distributed every rank must watch the model (with the same options); only the
     main process (`run.is_main_process`, rank 0) keeps statistics: save and report there.
