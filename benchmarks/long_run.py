@@ -1,11 +1,14 @@
 """Long runs: the run store's size, memory, speed and crash loss, measured side by side.
 
-    python benchmarks/long_run.py [--steps 10000] [--long-steps 100000] [--long-layers 250] [--quick]
+    python benchmarks/long_run.py [--steps 10000] [--ratio-steps 1000] [--long-steps 100000]
+                                  [--long-layers 250] [--quick]
 
 Prints, for a many-module model watched every step:
-- bytes per recorded value on disk (goal: at most 6);
-- resident-memory growth per 1,000 recorded steps, with `path=` (goal: under 1 MB) and without
-  (compact in-memory columns), each in its own child process;
+- bytes per recorded value on disk (goal: at most 6), and resident-memory growth per 1,000
+  recorded steps with `path=` (goal: under 1 MB) and without (compact in-memory columns): a short
+  real run's steps are replayed `--steps` times through the calls a watch writes a step with
+  (`append_step`, `log_scalar`), each sink in its own child process, so that thousands of steps
+  take seconds, not the hours of training them on a shared CPU;
 - the step-time ratio with `path=` over without (goal: at most 1.02): two copies of the model,
   one watched into memory and one into a store, trained in alternating blocks in one process;
 - the steps lost when a child process training with `path=` is killed with SIGKILL;
@@ -19,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,26 +80,68 @@ def _child(code: str, timeout: float = 1800) -> str:
     return out.stdout
 
 
-def memory_growth(steps: int, folder: Path, with_path: bool) -> tuple[float, Path]:
-    """MB of resident memory added per 1,000 recorded steps, from the 1,000th to the last step."""
-    store = folder / f"memory_{'path' if with_path else 'plain'}.gsrun"
-    out = _child(
+def sample_run(folder: Path, steps: int = 20) -> Path:
+    """A short real run of the model, streamed into a store: the rows the other measurements replay."""
+    store = folder / "sample.gsrun"
+    _child(
         f"""
         import gradscope, torch
-        def rss():
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * 4096
         torch.manual_seed(0)
         model = build()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        with gradscope.watch(model, optimizer=opt, path={str(store)!r}) as run:
+            train(model, opt, batches(), {steps}, run)
+        """
+    )
+    return store
+
+
+def replayed_steps(sample: Path) -> list[tuple[dict, dict]]:
+    """Each recorded step of the sample as the (layer values, parameter values) a watch writes."""
+    import gradscope  # noqa: PLC0415
+
+    record = gradscope.RunRecord.load(sample)
+    rows = []
+    for index in range(len(record.steps)):
+        rows.append(tuple(
+            {name: {stat: series[index] for stat, series in stats.items()} for name, stats in table.items()}
+            for table in (record.layer_stats, record.param_stats)
+        ))
+    return rows
+
+
+def memory_growth(sample: Path, steps: int, folder: Path, with_path: bool) -> tuple[float, Path]:
+    """MB of resident memory added per 1,000 recorded steps (from the 1,000th to the last), in a
+    child process that replays the sample's steps through what a watch writes them with."""
+    store = folder / f"replay_{'path' if with_path else 'memory'}.gsrun"
+    out = _child(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from long_run import replayed_steps
+        from pathlib import Path
+        from gradscope.record import RunMeta, RunRecord
+        from gradscope.store import StoreWriter
+
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096
+
+        rows = replayed_steps(Path({str(sample)!r}))
+        sink = StoreWriter({str(store)!r}, RunMeta()) if {with_path} else RunRecord()
         marks = {{}}
-        def mark(step):
+        for step in range({steps}):
+            layers, params = rows[step % len(rows)]
+            sink.append_step(step, layers, params, measured=True)
+            sink.log_scalar(step, "loss", 1.0 / (step + 1))
             if step + 1 in (1000, {steps}):
+                if {with_path}:
+                    sink.flush()
                 marks[step + 1] = rss()
-        with gradscope.watch(model, optimizer=opt, path={str(store) if with_path else None!r}) as run:
-            train(model, opt, batches(), {steps}, run, mark)
-            if {not with_path}:
-                run.record.save({str(store)!r})
+        if {with_path}:
+            sink.close()
+        else:
+            sink.save({str(store)!r})
         print(marks[1000], marks[{steps}])
         """
     )
@@ -105,7 +149,7 @@ def memory_growth(steps: int, folder: Path, with_path: bool) -> tuple[float, Pat
     return (last - first) / 2**20 / ((steps - 1000) / 1000), store
 
 
-def step_time_ratio(steps: int, block: int = 50) -> float:
+def step_time_ratio(steps: int, block: int) -> float:
     """Median block time watched into a store over watched into memory, blocks alternating."""
     out = _child(
         f"""
@@ -214,29 +258,36 @@ def _measured_values(path: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10_000, help="recorded steps of the trained runs")
+    parser.add_argument("--steps", type=int, default=10_000, help="recorded steps of the replayed runs")
+    parser.add_argument("--ratio-steps", type=int, default=1_000, help="training steps per side for the time ratio")
     parser.add_argument("--long-steps", type=int, default=100_000, help="steps of the synthesized store")
     parser.add_argument("--long-layers", type=int, default=250, help="layers of the synthesized store")
-    parser.add_argument("--quick", action="store_true", help="2,000 trained and 10,000 synthesized steps")
+    parser.add_argument("--quick", action="store_true", help="2,000 replayed, 100 timed and 10,000 synthesized steps")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.long_steps = 2_000, 10_000
+        args.steps, args.ratio_steps, args.long_steps = 2_000, 100, 10_000
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        growth_path, store = memory_growth(args.steps, folder, with_path=True)
-        growth_plain, _ = memory_growth(args.steps, folder, with_path=False)
+        sample = sample_run(folder)
+        growth_path, store = memory_growth(sample, args.steps, folder, with_path=True)
+        growth_memory, _ = memory_growth(sample, args.steps, folder, with_path=False)
         values = _measured_values(store)
-        print(f"many-module model (24 blocks, {values // args.steps} values per recorded step), {args.steps} recorded steps")
+        import gradscope  # noqa: PLC0415 - the children above import it themselves
+
+        modules = len(gradscope.RunRecord.load(sample).modules)
+        print(f"many-module model (24 blocks, {modules} modules), {values // args.steps} values per recorded step, "
+              f"{args.steps} recorded steps (a real run's steps, replayed through the watch's sink)")
         print(f"  bytes per value on disk:              {os.path.getsize(store) / values:.2f}  (goal <= 6)")
         print(f"  RSS growth per 1,000 steps, path=:    {growth_path:.2f} MB  (goal < 1 MB)")
-        print(f"  RSS growth per 1,000 steps, memory:   {growth_plain:.2f} MB  (compact columns)")
-        ratio = step_time_ratio(min(args.steps, 2_000))
-        print(f"  step time with path= / without:       {ratio:.3f}  (goal <= 1.02)")
+        print(f"  RSS growth per 1,000 steps, memory:   {growth_memory:.2f} MB  (compact columns; "
+              f"{values / args.steps * 40 / 2**20 * 1000:.0f} MB as Python float lists)")
+        ratio = step_time_ratio(args.ratio_steps, block=max(10, args.ratio_steps // 20))
+        print(f"  step time with path= / without:       {ratio:.3f}  (goal <= 1.02; {args.ratio_steps} real steps each)")
         reported, stored, rate = steps_lost_after_kill(folder)
         lost = reported - stored
         print(f"  kill -9: {reported} steps done, {stored} in the store, {lost} lost ({lost / rate:.2f} s of training)")
         load, diag, html, size = timings(store)
-        print(f"  load {load:.2f} s, diagnose {diag:.2f} s, HTML {html:.2f} s ({size / 1e6:.1f} MB)")
+        print(f"  {args.steps} steps: load {load:.2f} s, diagnose {diag:.2f} s, HTML {html:.2f} s ({size / 1e6:.1f} MB)")
         long_store = folder / "long.gsrun"
         start = time.perf_counter()
         long_values = synthesize(long_store, args.long_steps, args.long_layers)

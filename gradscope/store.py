@@ -318,6 +318,7 @@ class _WriterThread:
         self.queue = queue
         self.path = path
         self.failure: Optional[BaseException] = None
+        self.pid = os.getpid()  # a forked child (a DataLoader worker) must never touch the connection
         self.wake = threading.Event()
         self.lock = threading.Lock()  # one drain at a time: the thread's, or a flush's
         self.stopping = False
@@ -332,7 +333,7 @@ class _WriterThread:
 
     def drain(self) -> None:
         with self.lock:
-            if self.failure is not None or not self.queue:
+            if self.failure is not None or not self.queue or os.getpid() != self.pid:
                 return
             try:
                 with self.connection:  # one transaction: everything queued so far, or nothing
@@ -353,6 +354,8 @@ class _WriterThread:
         self.drain()
 
     def close(self) -> None:
+        if os.getpid() != self.pid:
+            return
         self.stopping = True
         self.wake.set()
         if self.thread.is_alive() and threading.current_thread() is not self.thread:

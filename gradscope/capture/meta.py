@@ -16,9 +16,9 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
+from ..errors import GradscopeError
 from ..measure import StepValues
 from ..model_tree import WatchedModule
-from ..errors import GradscopeError
 from ..record import ModuleInfo, RunMeta, RunRecord
 from ..store import StoreWriter
 from ..version import __version__

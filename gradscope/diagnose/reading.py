@@ -7,7 +7,6 @@ them, so they say nothing about the model.
 
 from __future__ import annotations
 
-import math
 from typing import Iterable, Optional
 
 import numpy as np
