@@ -110,9 +110,10 @@ def replayed_steps(sample: Path) -> list[tuple[dict, dict]]:
     return rows
 
 
-def memory_growth(sample: Path, steps: int, folder: Path, with_path: bool) -> tuple[float, Path]:
-    """MB of resident memory added per 1,000 recorded steps (from the 1,000th to the last), in a
-    child process that replays the sample's steps through what a watch writes them with."""
+def memory_growth(sample: Path, steps: int, folder: Path, with_path: bool) -> tuple[float, int, Path]:
+    """(MB of resident memory added per 1,000 recorded steps from the 1,000th to the last, bytes the
+    in-memory columns hold at the end), in a child process that replays the sample's steps through
+    what a watch writes them with."""
     store = folder / f"replay_{'path' if with_path else 'memory'}.gsrun"
     out = _child(
         f"""
@@ -140,13 +141,15 @@ def memory_growth(sample: Path, steps: int, folder: Path, with_path: bool) -> tu
                 marks[step + 1] = rss()
         if {with_path}:
             sink.close()
+            held = 0
         else:
             sink.save({str(store)!r})
-        print(marks[1000], marks[{steps}])
+            held = sum(c.nbytes for t in (sink.layer_stats, sink.param_stats) for s in t.values() for c in s.values())
+        print(marks[1000], marks[{steps}], held)
         """
     )
-    first, last = map(int, out.split())
-    return (last - first) / 2**20 / ((steps - 1000) / 1000), store
+    first, last, held = map(int, out.split())
+    return (last - first) / 2**20 / ((steps - 1000) / 1000), held, store
 
 
 def step_time_ratio(steps: int, block: int) -> float:
@@ -269,8 +272,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         sample = sample_run(folder)
-        growth_path, store = memory_growth(sample, args.steps, folder, with_path=True)
-        growth_memory, _ = memory_growth(sample, args.steps, folder, with_path=False)
+        growth_path, _, store = memory_growth(sample, args.steps, folder, with_path=True)
+        growth_memory, held, _ = memory_growth(sample, args.steps, folder, with_path=False)
         values = _measured_values(store)
         import gradscope  # noqa: PLC0415 - the children above import it themselves
 
@@ -279,8 +282,8 @@ def main() -> None:
               f"{args.steps} recorded steps (a real run's steps, replayed through the watch's sink)")
         print(f"  bytes per value on disk:              {os.path.getsize(store) / values:.2f}  (goal <= 6)")
         print(f"  RSS growth per 1,000 steps, path=:    {growth_path:.2f} MB  (goal < 1 MB)")
-        print(f"  RSS growth per 1,000 steps, memory:   {growth_memory:.2f} MB  (compact columns; "
-              f"{values / args.steps * 40 / 2**20 * 1000:.0f} MB as Python float lists)")
+        print(f"  RSS growth per 1,000 steps, memory:   {growth_memory:.2f} MB  (compact columns, "
+              f"{held / values:.1f} bytes a value held; {values / args.steps * 40 / 2**20 * 1000:.0f} MB as Python float lists)")
         ratio = step_time_ratio(args.ratio_steps, block=max(10, args.ratio_steps // 20))
         print(f"  step time with path= / without:       {ratio:.3f}  (goal <= 1.02; {args.ratio_steps} real steps each)")
         reported, stored, rate = steps_lost_after_kill(folder)
