@@ -128,8 +128,11 @@ def memory_growth(sample: Path, steps: int, folder: Path, with_path: bool) -> tu
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * 4096
 
+        import gradscope
+        sample = gradscope.RunRecord.load({str(sample)!r})
         rows = replayed_steps(Path({str(sample)!r}))
-        sink = StoreWriter({str(store)!r}, RunMeta()) if {with_path} else RunRecord()
+        sink = StoreWriter({str(store)!r}, sample.meta) if {with_path} else RunRecord(meta=sample.meta)
+        sink.modules = sample.modules  # so that the diagnosis of the replayed run has its module tree
         marks = {{}}
         for step in range({steps}):
             layers, params = rows[step % len(rows)]
@@ -179,7 +182,7 @@ def step_time_ratio(steps: int, block: int) -> float:
     return float(out)
 
 
-def steps_lost_after_kill(folder: Path, seconds: float = 4.0) -> tuple[int, int, float]:
+def steps_lost_after_kill(folder: Path, seconds: float = 10.0) -> tuple[int, int, float]:
     """(steps the child reported, steps in its store, steps per second) after kill -9."""
     store = folder / "killed.gsrun"
     script = MODEL + textwrap.dedent(
