@@ -39,7 +39,7 @@ from .series import (
 )
 
 MAX_TICK_LABELS = 40  # beyond this, label every k-th layer so labels never overlap
-MAX_MINOR_TICKS = 120
+MAX_MINOR_TICKS = 200
 LABEL_CHARS = 28
 UPDATE_RATIO_GUIDE = 1e-3
 # Findings whose layers the gradient-flow figure shades.
