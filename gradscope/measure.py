@@ -20,6 +20,7 @@ forms it. Ranks and windows need nothing more.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
@@ -129,6 +130,8 @@ KINDS: tuple[MeasuredKind, ...] = (
     MeasuredKind("rank_grad_norm", Scope.RANK, Fold.SUM_OF_SQUARES, "this rank's gradient norm before DDP averaged it"),
 )
 KINDS_BY_NAME: dict[str, MeasuredKind] = {k.name: k for k in KINDS}
+# The fold of each kind that is folded into StepValues.folded (rank kinds are kept per rank).
+_FOLD_OF = {k.name: k.fold for k in KINDS if k.scope is not Scope.RANK}
 
 
 def _counter(across_ranks: Fold, default: Any = 0) -> Any:
@@ -205,6 +208,7 @@ SAMPLING_NOTE = (
 )
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of shapes, asked for on every call of every hook
 def sample_step(shape: tuple[int, ...], size: int) -> int:
     """k for `sample`: 1 (everything) for tensors up to twice `size` entries."""
     numel = math.prod(shape)
@@ -215,7 +219,7 @@ def sample_step(shape: tuple[int, ...], size: int) -> int:
 
 def sample(t: torch.Tensor, size: int) -> torch.Tensor:
     """Every k-th slice along dim 0: a view whose slices are contiguous, so it reads fast."""
-    k = sample_step(tuple(t.shape), size)
+    k = sample_step(t.shape, size)
     return t if k == 1 else t[::k]
 
 
@@ -253,8 +257,14 @@ def per_unit_peak(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
 
 
 def count_nonzero_fast(t: torch.Tensor) -> torch.Tensor:
-    """Number of nonzero entries of a float tensor, via sign (vectorised), not count_nonzero."""
+    """Number of nonzero entries of a float tensor. On a CPU `count_nonzero` is the faster op for
+    the few thousand entries of a sample, a vectorised sign-and-sum for larger tensors."""
+    if t.numel() <= _COUNT_NONZERO_UP_TO:
+        return torch.count_nonzero(t)
     return t.sign().abs_().sum(dtype=_F32)
+
+
+_COUNT_NONZERO_UP_TO = 4 * ACTIVATION_SAMPLE
 
 
 @dataclass
@@ -277,6 +287,11 @@ class StepAccumulator:
         """A 0-d device tensor measuring `kind` (a row of KINDS) of the layer or parameter `name`."""
         self.queued_keys.append((kind, name))
         self.queued.append(value)
+
+    def queue_each(self, kind: str, names: list[str], values: list[torch.Tensor]) -> None:
+        """One 0-d tensor per name (a multi-tensor op's results), queued in one go."""
+        self.queued_keys.extend([(kind, n) for n in names])
+        self.queued.extend(values)
 
     # ---- activations (inside the forward hook) --------------------------------------------
     def add_activation(
@@ -364,26 +379,27 @@ class StepAccumulator:
             if n in self.preclip_norms:
                 self.queue("grad_norm_preclip", n, self.preclip_norms[n])
         self.preclip_norms = {}
-        samples = []
-        for n, g in zip(names, grads):
-            part = sample(g, PARAMETER_SAMPLE)
+        samples = [sample(g, PARAMETER_SAMPLE) for g in grads]
+        for n, g, part in zip(names, grads, samples):
             self.params[n] = ParamCounters(numel=g.numel(), sampled=part.numel())
-            samples.append(part)
         for kind, values in (
             ("grad_norm", torch._foreach_norm(grads, 2, dtype=_F32)),
             ("weight_norm", torch._foreach_norm([_dense(w.detach()) for w in weights], 2, dtype=_F32)),
             ("grad_l1", torch._foreach_norm(samples, 1, dtype=_F32)),  # sum |g| of the sample
             ("grad_nonzero", torch._foreach_norm(samples, 0, dtype=_F32)),  # nonzero count of the sample
         ):
-            for n, v in zip(names, values):
-                self.queue(kind, n, v)
-        for n, g in zip(names, grads):
+            self.queue_each(kind, names, values)
+        highs, lows = [], []
+        for g in grads:
+            # one pass with no temporary, unlike abs().max(); on a CPU much faster than the inf-norm
             if g.numel():
-                low, high = torch.aminmax(g)  # one pass, no temporary, unlike abs().max()
-            else:  # an empty FSDP shard on this rank: the neutral elements of MAX and MIN
-                high, low = g.new_full((), -math.inf, dtype=_F32), g.new_full((), math.inf, dtype=_F32)
-            self.queue("grad_high", n, high)
-            self.queue("grad_low", n, low)
+                low, high = torch.aminmax(g)
+            else:  # an empty FSDP shard on this rank: the neutral elements of MIN and MAX
+                low, high = g.new_full((), math.inf, dtype=_F32), g.new_full((), -math.inf, dtype=_F32)
+            highs.append(high)
+            lows.append(low)
+        self.queue_each("grad_high", names, highs)
+        self.queue_each("grad_low", names, lows)
         self.grads_for_nonfinite = dict(zip(names, grads))
 
     def add_local_gradient_norm(self, norms: list[torch.Tensor]) -> None:
@@ -394,8 +410,7 @@ class StepAccumulator:
     def add_updates(self, names: list[str], deltas: list[torch.Tensor]) -> None:
         """Norms of (sampled) weight changes; `deltas` are taken on the slices `sample` picks."""
         if names:
-            for n, v in zip(names, torch._foreach_norm(deltas, 2, dtype=_F32)):
-                self.queue("update_norm", n, v)
+            self.queue_each("update_norm", names, torch._foreach_norm(deltas, 2, dtype=_F32))
 
     # ---- window bookkeeping -----------------------------------------------------------------
     def copy(self) -> "StepAccumulator":
@@ -483,9 +498,14 @@ class Measurements:
             keys.append(("dead_units", name))  # counted on the device: only the count is copied
             chunks.append((activity == 0).sum().reshape(1))
         values = StepValues(layers=self.layers, params=self.params, params_with_grad=self.params_with_grad)
+        folded = values.folded
         for (kind, name), value in zip(keys, _to_host(chunks)):
-            if kind == "dead_units":
-                values.folded[kind][name] = value
+            fold = _FOLD_OF.get(kind)
+            if fold is Fold.SUM:  # the usual case, inlined: a step folds thousands of values
+                into = folded[kind]
+                into[name] = into.get(name, 0.0) + value
+            elif kind == "dead_units":  # counted on the device
+                folded[kind][name] = value
             else:
                 values.add(kind, name, KINDS_BY_NAME[kind].fold.prepare(value))
         return values
