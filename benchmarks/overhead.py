@@ -57,22 +57,21 @@ def _classification(x: torch.Tensor, classes: int = 10) -> Callable[[], tuple[to
     return lambda: (x, y)
 
 
+def _mlp(inputs: int, width: int, hidden: int, activation: type[nn.Module], batch: int) -> Bench:
+    layers: list[nn.Module] = [nn.Linear(inputs, width), activation()]
+    for _ in range(hidden - 1):
+        layers += [nn.Linear(width, width), activation()]
+    layers.append(nn.Linear(width, 10))
+    name = f"{hidden + 1}-layer {activation.__name__} MLP, width {width}, batch {batch}"
+    return Bench(name, nn.Sequential(*layers), _classification(torch.randn(batch, inputs)))
+
+
 def tanh_mlp(device: str) -> Bench:
-    layers: list[nn.Module] = [nn.Linear(784, 512), nn.Tanh()]
-    for _ in range(10):
-        layers += [nn.Linear(512, 512), nn.Tanh()]
-    layers.append(nn.Linear(512, 10))
-    model = nn.Sequential(*layers)
-    return Bench("12-layer tanh MLP, width 512, batch 256", model, _classification(torch.randn(256, 784)))
+    return _mlp(784, 512, 11, nn.Tanh, 256)
 
 
 def small_mlp(device: str) -> Bench:
-    layers: list[nn.Module] = [nn.Linear(32, 64), nn.ReLU()]
-    for _ in range(14):
-        layers += [nn.Linear(64, 64), nn.ReLU()]
-    layers.append(nn.Linear(64, 10))
-    model = nn.Sequential(*layers)
-    return Bench("16-layer ReLU MLP, width 64, batch 64", model, _classification(torch.randn(64, 32)))
+    return _mlp(32, 64, 15, nn.ReLU, 64)
 
 
 def small_cnn(device: str) -> Bench:
