@@ -116,6 +116,11 @@ class StepClock:
         return self.has_optimizer and self._backward
 
     @property
+    def forward_seen(self) -> bool:
+        """Any forward of the model since the step began."""
+        return self._forward_seen
+
+    @property
     def log_step(self) -> int:
         """The step a logged scalar belongs to: the step in progress once its training forward
         ran, else the step just taken."""

@@ -214,6 +214,40 @@ class GradientSentinel:
 
 
 # ---- optimizers and GradScaler --------------------------------------------------------------------
+def unwrap_optimizer(optimizer: Any) -> tuple[torch.optim.Optimizer, Any]:
+    """The torch optimizer to hook inside the wrappers users hold, and the GradScaler a wrapper
+    carries (or None).
+
+    accelerate's AcceleratedOptimizer (what a Hugging Face Trainer hands its callbacks) subclasses
+    Optimizer without running its __init__, so it has no hook tables, and steps `.optimizer`
+    (through `.scaler` under fp16); Lightning's LightningOptimizer steps `.optimizer`; DeepSpeed's
+    ZeRO optimizers step `.optimizer` too. Hooking the innermost torch optimizer sees every real
+    step, whoever calls it.
+    """
+    current, scaler = optimizer, None
+    for _ in range(8):  # a wrapper of a wrapper at most, in practice; never a cycle
+        if isinstance(current, torch.optim.lr_scheduler.LRScheduler):
+            raise GradscopeError(
+                f"optimizer= got a learning-rate scheduler ({type(current).__name__}); pass the optimizer it "
+                "schedules (scheduler.optimizer)."
+            )
+        carried = getattr(current, "scaler", None)
+        if scaler is None and callable(getattr(carried, "is_enabled", None)):
+            scaler = carried
+        inner = getattr(current, "optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer) or inner is current:
+            break
+        current = inner
+    if not isinstance(current, torch.optim.Optimizer) or not hasattr(current, "_optimizer_step_pre_hooks"):
+        raise GradscopeError(
+            f"optimizer= must be a torch.optim.Optimizer, or a wrapper that holds one as .optimizer (accelerate's "
+            f"AcceleratedOptimizer, Lightning's LightningOptimizer, DeepSpeed's ZeRO optimizers); got "
+            f"{type(optimizer).__name__}. Pass the optimizer that steps the watched model's parameters, or leave "
+            "optimizer= out to read gradients after each backward."
+        )
+    return current, scaler
+
+
 class ReadAfterClosure:
     """An optimizer step pre-hook that runs `pre` when the gradients are final.
 

@@ -38,6 +38,7 @@ from .hooks import (
     first_floating_tensor,
     in_backward,
     register_step_hooks,
+    unwrap_optimizer,
 )
 from .probes import OutputProbe, UpdateProbe, current_gradients
 
@@ -69,6 +70,9 @@ class Watcher:
         if not isinstance(every, int) or every < 1:
             raise GradscopeError(f"every must be a positive integer (record every Nth step), got {every!r}.")
         self.model = unwrap(model)
+        if optimizer is not None:  # the torch optimizer inside accelerate's, Lightning's, DeepSpeed's wrappers
+            optimizer, carried_scaler = unwrap_optimizer(optimizer)
+            scaler = scaler if scaler is not None else carried_scaler
         self.optimizer = optimizer
         self.every = every
         self.activations = activations
@@ -212,7 +216,9 @@ class Watcher:
         self._step_handles.clear()
 
     def _on_root_forward(self, module: nn.Module, args: Any) -> None:
-        training = torch.is_grad_enabled() and module.training and not in_backward()
+        self._forward_begins(torch.is_grad_enabled() and module.training and not in_backward())
+
+    def _forward_begins(self, training: bool) -> None:
         if training:
             self._check_discarded_gradients()
             self._last_layout = None
@@ -227,6 +233,8 @@ class Watcher:
         def on_forward(module: nn.Module, args: Any, output: Any) -> None:
             if module is not module_ref() or not torch.is_grad_enabled():
                 return
+            if not self._clock.forward_seen:  # the root's forward did not run: a LightningModule's training_step
+                self._forward_begins(module.training and not in_backward())
             if not self._clock.module_forward(w.name, module.training, in_backward()):
                 return  # non-reentrant activation checkpointing recomputes a forward already seen
             if not module.training:
