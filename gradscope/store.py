@@ -60,6 +60,7 @@ HEADER_INTERVAL = 1.0  # seconds between refreshes of the module tree and hook e
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _APPLICATION_ID = 0x67737275  # "gsru", in the SQLite header: marks the file as a gradscope store
 _READ_BLOCK = 2048  # step rows read at a time
+_WAKE_AT = 256  # queued statements that wake the writer thread before its interval is up
 
 _SCHEMA = """
 CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -280,6 +281,8 @@ class StoreWriter:
     def _put(self, sql: str, params: tuple) -> None:
         if self._state.failure is None:  # a failed writer keeps nothing: memory must stay flat
             self._queue.append((sql, params))
+            if len(self._queue) >= _WAKE_AT:  # a fast loop: commit early, so the queue stays small
+                self._state.wake.set()
 
     def _maybe_refresh_header(self) -> None:
         now = time.monotonic()
