@@ -137,6 +137,11 @@ CLIP_SNIPPET = f"""loss.backward()
 optimizer.step()"""
 
 
+def clip_snippet(max_norm: float = 1.0) -> str:
+    """The clipping call in its place, at `max_norm` (the exploding rule picks it on the model's own scale)."""
+    return f"loss.backward()\n{clip_line(max_norm)}  # between backward() and step()\noptimizer.step()"
+
+
 def lr_scale_snippet(factor: float) -> str:
     """Scale every parameter group's learning rate of an existing `optimizer`."""
     return f'for group in optimizer.param_groups:\n    group["lr"] *= {factor:g}'

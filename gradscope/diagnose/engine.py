@@ -30,7 +30,7 @@ def run_rules(record: RunRecord, config: Config, rules: Sequence[Rule]) -> Diagn
         if missing or missing_scalars:
             produced = [_skipped(rule, missing, missing_scalars, record)]
         else:
-            produced = rule.check(record, settings)
+            produced = rule.check_after(record, settings, [f for _, _, f in findings])
         findings.extend((position, order, finding) for order, finding in enumerate(produced))
     # Most severe first; within a severity, "not checked" notes last, then rules in their listed order.
     findings.sort(key=lambda item: (-severity_rank(item[2].severity), item[2].code == SKIPPED, item[0], item[1]))

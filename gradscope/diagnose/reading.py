@@ -7,6 +7,9 @@ them, so they say nothing about the model.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from statistics import median
 from typing import Iterable, Optional
 
 import numpy as np
@@ -14,6 +17,7 @@ import numpy as np
 from ..columns import column_arrays
 from ..record import ModuleInfo, RunRecord
 from ..statdefs import STATS_BY_NAME
+from .numbers import compact
 
 _SKIPPABLE_SOURCES = ("gradient", "update", "backprop")
 
@@ -102,3 +106,59 @@ def module_expr(name: str, root: str = "model") -> str:
 def activation_modules(record: RunRecord, kinds: Iterable[str]) -> list[ModuleInfo]:
     kinds = set(kinds)
     return [m for m in record.modules if m.activation in kinds]
+
+
+# Optimizers whose step divides the gradient by a running measure of its own size (or takes its
+# sign), so multiplying the loss by a constant leaves their steps unchanged: with them a large
+# gradient norm (a loss summed over the batch) is no sign of trouble by itself.
+SCALE_FREE_OPTIMIZERS = frozenset(
+    {"Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SparseAdam", "Adagrad", "Adadelta", "RMSprop", "Rprop",
+     "Adafactor", "Lion", "LAMB", "Lamb", "FusedAdam", "FusedLAMB", "DeepSpeedCPUAdam", "Adam8bit", "AdamW8bit"}
+)
+SCALE_SENSITIVE_OPTIMIZERS = frozenset({"SGD", "ASGD", "LBFGS"})
+
+
+def optimizer_is_scale_free(record: RunRecord) -> Optional[bool]:
+    """True for Adam-like optimizers, False for SGD-like ones, None when unknown (or several kinds)."""
+    names = {n.strip().rsplit(".", 1)[-1] for n in (record.meta.optimizer or "").split(",") if n.strip()}
+    if names and names <= SCALE_FREE_OPTIMIZERS:
+        return True
+    if names and names <= SCALE_SENSITIVE_OPTIMIZERS:
+        return False
+    return None
+
+
+@dataclass(frozen=True)
+class LossTrend:
+    """The logged training loss at the start and at the end of the run."""
+
+    first: float  # the first logged value
+    late: float  # median of the last quarter of the logged values
+    finite: bool  # every logged value was finite
+
+    def rose(self, fraction: float) -> bool:
+        """Non-finite, or the end of the run more than `fraction` of |first| above the start."""
+        return not self.finite or self.late - self.first > fraction * abs(self.first)
+
+    @property
+    def fell(self) -> bool:
+        """Finite throughout and lower at the end than at the start."""
+        return self.finite and self.late < self.first
+
+    def describe(self) -> str:
+        if not self.finite:
+            return "the loss became NaN/Inf"
+        direction = "fell" if self.fell else "rose" if self.late > self.first else "stayed"
+        return f"the loss {direction} from {compact(self.first)} to {compact(self.late)}"
+
+
+def loss_trend(record: RunRecord, name: str = "loss") -> Optional[LossTrend]:
+    """The trend of a logged scalar, or None when fewer than two values were logged."""
+    values = [v for _, v in record.scalars.get(name, ())]
+    if len(values) < 2:
+        return None
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < len(values) or not finite:
+        return LossTrend(first=values[0], late=math.nan, finite=False)
+    late = median(finite[-max(1, len(finite) // 4):])
+    return LossTrend(first=finite[0], late=late, finite=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Union
+from typing import Any, ClassVar, Mapping, Sequence, Union
 
 from ..record import RunRecord
 from .finding import Finding
@@ -33,3 +33,9 @@ class Rule:
 
     def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
         raise NotImplementedError
+
+    def check_after(self, record: RunRecord, settings: Mapping[str, Any], earlier: Sequence[Finding]) -> list[Finding]:
+        """What the engine calls. A rule whose advice points at other findings ("see the dead-relu
+        finding") overrides this to point only at findings that exist: `earlier` holds those of
+        the rules listed before it in `rules.ALL_RULES`."""
+        return self.check(record, settings)

@@ -7,13 +7,13 @@ part of the weights and training is unstable.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ...record import ModuleInfo, RunRecord
 from ..advice import lr_scale_snippet, slow_params_snippet
 from ..finding import Finding
 from ..numbers import compact, name_list
-from ..reading import median_of, point_arrays
+from ..reading import loss_trend, median_of, point_arrays
 from ..rule import Rule
 
 
@@ -25,6 +25,9 @@ class UpdateRatio(Rule):
     config_keys = ("low", "high")
 
     def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
+        return self.check_after(record, settings, ())
+
+    def check_after(self, record: RunRecord, settings: Mapping[str, Any], earlier: Sequence[Finding]) -> list[Finding]:
         ratios: dict[str, float] = {}
         for info in record.modules:
             value = median_of(record, "update_ratio", info.name)
@@ -39,38 +42,63 @@ class UpdateRatio(Rule):
         steps = [s for s in record.steps if s not in set(record.skipped_steps)]
         evidence = {"low": settings["low"], "high": settings["high"]}
         if low:
-            findings.append(self._low(record, low, settings, steps, evidence))
+            findings.append(self._low(record, low, settings, steps, evidence, {f.code for f in earlier}))
         if high:
-            findings.append(
-                Finding(
-                    code="update-ratio-high",
-                    severity="warning",
-                    title=f"Huge updates in {len(high)} layer(s): ||update||/||weight|| up to {compact(max(high.values()))}",
-                    message=(
-                        f"Each optimizer step changes {name_list(list(high))} by a median of "
-                        + ", ".join(compact(v) for v in list(high.values())[:6])
-                        + f" of their weight norm, above {compact(settings['high'])} (healthy is around 1e-3): the "
-                        "weights are rewritten every step, so training is unstable and can diverge."
-                    ),
-                    recommendation=(
-                        "Lower the learning rate (try 10x lower), add a warm-up, and clip the gradient norm with "
-                        "torch.nn.utils.clip_grad_norm_."
-                    ),
-                    snippet=(
-                        lr_scale_snippet(0.1) + "\n"
-                        "# warm-up: call scheduler.step() after each optimizer.step()\n"
-                        "scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=100)"
-                    ),
-                    layers=list(high),
-                    steps=steps,
-                    evidence={"median_update_ratio": high, **evidence},
-                )
-            )
+            findings.append(self._high(record, high, settings, steps, evidence))
         return findings
 
+    def _high(
+        self, record: RunRecord, high: dict[str, float], settings: Mapping[str, Any], steps: list[int], evidence: dict
+    ) -> Finding:
+        loss = loss_trend(record)
+        # Large relative steps on a loss that ends below where it started are an aggressive
+        # schedule that works (small embeddings at the word-language-model example's lr=20), not
+        # instability: said, but not warned about.
+        learning = loss is not None and loss.fell
+        message = (
+            f"Each optimizer step changes {name_list(list(high))} by a median of "
+            + ", ".join(compact(v) for v in list(high.values())[:6])
+            + f" of their weight norm, above {compact(settings['high'])} (healthy is around 1e-3)"
+        )
+        if learning:
+            message += (
+                f", yet {loss.describe()}: the steps are large but training still makes progress. If the loss "
+                "later stalls or jumps, these layers are the first suspects."
+            )
+        else:
+            message += ": the weights are rewritten every step, so training is unstable and can diverge"
+            message += f" ({loss.describe()})." if loss is not None else "."
+        return Finding(
+            code="update-ratio-high",
+            severity="info" if learning else "warning",
+            title=f"Huge updates in {len(high)} layer(s): ||update||/||weight|| up to {compact(max(high.values()))}",
+            message=message,
+            recommendation=(
+                "Lower the learning rate (try 10x lower), add a warm-up, and clip the gradient norm with "
+                "torch.nn.utils.clip_grad_norm_."
+            ),
+            snippet=(
+                lr_scale_snippet(0.1) + "\n"
+                "# warm-up: call scheduler.step() after each optimizer.step()\n"
+                "scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=100)"
+            ),
+            layers=list(high),
+            steps=steps,
+            evidence={
+                "median_update_ratio": high,
+                **evidence,
+                **({"loss_first": loss.first, "loss_late": loss.late} if loss is not None else {}),
+            },
+        )
 
     def _low(
-        self, record: RunRecord, low: dict[str, float], settings: Mapping[str, Any], steps: list[int], evidence: dict
+        self,
+        record: RunRecord,
+        low: dict[str, float],
+        settings: Mapping[str, Any],
+        steps: list[int],
+        evidence: dict,
+        found: set[str],
     ) -> Finding:
         # A gradient of exactly 0 (dead units above, or no path to the loss) is not a learning-rate problem.
         stalled = [n for n in low if median_of(record, "grad_norm", n) == 0]
@@ -88,16 +116,18 @@ class UpdateRatio(Rule):
         movable = len(stalled) < len(low)
         if movable:
             message += " For the others the learning rate is too low, or too little gradient reaches them."
+        related = [label for code, label in _GRADIENT_FLOW_FINDINGS if code in found]
+        see = f" (see the {' and '.join(related)} finding{'s' if len(related) > 1 else ''})" if related else ""
         if not movable:
             recommendation = (
-                "Fix the gradient flow first (see the dead-unit and vanishing-gradient findings); the learning "
+                f"Fix the gradient flow first{see}: a gradient of exactly 0 means the units after these layers "
+                "never pass gradient back (dead ReLUs, an output that is detached or unused), so the learning "
                 "rate is not the cause here."
             )
         else:
             recommendation = (
                 "Raise the learning rate (try 10x), or give these layers their own parameter group with a larger "
-                "learning rate; if their gradients are tiny too, fix the gradient flow first (see the "
-                "vanishing-gradient and dead-unit findings)."
+                f"learning rate; if their gradients are tiny too, fix the gradient flow first{see}."
             )
         return Finding(
             code="update-ratio-low",
@@ -110,6 +140,15 @@ class UpdateRatio(Rule):
             steps=steps,
             evidence={"median_update_ratio": low, "zero_gradient_layers": stalled, **evidence},
         )
+
+
+# Findings about gradients that do not reach a layer, which a tiny update can follow from.
+_GRADIENT_FLOW_FINDINGS = (
+    ("vanishing-gradients", "vanishing-gradient"),
+    ("dead-relu", "dead-unit"),
+    ("saturation", "saturation"),
+    ("no-gradient", "no-gradient"),
+)
 
 
 def _started_at_zero(record: RunRecord, name: str) -> bool:
