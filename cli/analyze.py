@@ -39,7 +39,9 @@ _positive = click.IntRange(min=1)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer [default: the file's make_optimizer, else sgd with momentum 0.9].")
 @click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS.seed, show_default=True, help="Seed for torch, random, numpy and the synthesized data.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=_DEFAULTS.device, show_default=True)
-@click.option("--every", type=_positive, default=_DEFAULTS.every, show_default=True, help="Record (and evaluate val_data) every Nth step.")
+@click.option("--every", type=_positive, default=_DEFAULTS.every, show_default=True, help="Record every Nth step.")
+@click.option("--val-every", type=_positive, default=None, help="Evaluate val_data every Nth step [default: about ten times, evenly spaced].")
+@click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip the total gradient norm at this value [default: the file's clip_grad_norm, else no clipping].")
 @click.option("--input-shape", metavar="SHAPE", default=None, help="One input sample's shape without the batch dimension, e.g. 3x32x32.")
 @config_option
 @output_options
@@ -69,6 +71,8 @@ def analyze_command(
     seed: int,
     device: str,
     every: int,
+    val_every: Optional[int],
+    clip: Optional[float],
     input_shape: Optional[str],
     config_path: Optional[str],
     json_path: Optional[str],
@@ -84,8 +88,10 @@ def analyze_command(
     """Train MODEL.py for a few steps with gradscope attached; print per-layer statistics and findings.
 
     MODEL.py defines build_model() (or a module-level `model`) and optionally make_batch(batch_size),
-    train_data()/val_data(), loss_fn(outputs, targets) and make_optimizer(parameters). It is executed
-    as `python MODEL.py` would execute it, except that `if __name__ == "__main__":` blocks do not run.
+    train_data()/val_data(), loss_fn(outputs, targets), make_optimizer(model) or
+    make_optimizer(parameters), make_scheduler(optimizer), clip_grad_norm = 1.0 and
+    train_step(model, batch, optimizer[, state]). It is executed as `python MODEL.py` would execute
+    it, except that `if __name__ == "__main__":` blocks do not run.
 
     Exit status: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a user error.
     """
@@ -105,6 +111,8 @@ def analyze_command(
             seed=seed,
             device=device,
             every=every,
+            val_every=val_every,
+            clip=clip,
             input_shape=parse_input_shape(input_shape),
             config_path=config_path,
         )

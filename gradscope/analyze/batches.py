@@ -155,6 +155,18 @@ class BatchSource:
             return self._unpack(batch, f"make_batch({self.batch_size})")
         return self._unpack(self._next_from_train_data(step), "train_data()")
 
+    def next_raw(self, step: int) -> Any:
+        """The batch exactly as the model file made it (any structure), moved to the device: what a
+        train_step receives. Synthesized data is the inputs alone."""
+        if self.kind == "synthetic":
+            return self._synthetic_inputs()
+        if self.kind == "make_batch":
+            with user_code(f"make_batch({self.batch_size}) at step {step}", self.model_file.path):
+                batch = self.model_file.make_batch(self.batch_size)
+        else:
+            batch = self._next_from_train_data(step)
+        return to_device(batch, self.device)
+
     def make_targets(self, outputs: Any) -> Any:
         """Random targets matching the output of a synthesized batch (see the module docstring)."""
         if not isinstance(outputs, torch.Tensor) or not outputs.is_floating_point():

@@ -12,7 +12,17 @@ The file then provides, by name:
 - `make_batch(batch_size)` returning `(inputs, targets)`, or
   `train_data()` / `val_data()` returning iterables of `(inputs, targets)` batches (optional);
 - `loss_fn(outputs, targets)` returning a scalar tensor (optional);
-- `make_optimizer(parameters)` returning a `torch.optim.Optimizer` (optional).
+- `make_optimizer(model)` or `make_optimizer(parameters)` returning a `torch.optim.Optimizer`
+  (optional; the parameter's name says which it gets: a GPT recipe needs the model to put weight
+  decay on matrices only);
+- `make_scheduler(optimizer)` returning a learning-rate scheduler, stepped after every optimizer
+  step (optional; warm-up, cosine decay);
+- `clip_grad_norm = 1.0`: clip the total gradient norm between backward() and step() (optional);
+- `train_step(model, batch, optimizer)` or `train_step(model, batch, optimizer, state)` running the
+  user's own step (forward, backward, clipping, optimizer steps) and returning the loss (optional;
+  for anything the plain loop cannot express: a hidden state carried across batches in `state`, a
+  dict kept between calls; several networks and optimizers, which `make_optimizer` then returns
+  as a tuple, list or dict and `train_step` receives as such).
 
 Every exception raised by the user's code is turned into a `ModelFileError` that names what
 was being done, the exception, and where in the user's file it happened; the original
@@ -21,7 +31,9 @@ exception stays attached as `__cause__` for `--debug`.
 
 from __future__ import annotations
 
+import inspect
 import linecache
+import math
 import os
 import sys
 import traceback
@@ -40,11 +52,15 @@ MODULE_NAME = "__gradscope_model__"
 CONTRACT = (
     "A model file must define `build_model()` returning a torch.nn.Module, or a module-level "
     "variable `model` holding one; optionally `make_batch(batch_size)` returning (inputs, targets), or "
-    "`train_data()` / `val_data()` returning iterables of (inputs, targets) batches, `loss_fn(outputs, targets)` "
-    "and `make_optimizer(parameters)`."
+    "`train_data()` / `val_data()` returning iterables of (inputs, targets) batches, `loss_fn(outputs, targets)`, "
+    "`make_optimizer(model)` or `make_optimizer(parameters)`, `make_scheduler(optimizer)`, `clip_grad_norm = 1.0` "
+    "and `train_step(model, batch, optimizer[, state])` returning the loss."
 )
 
-_OPTIONAL_FUNCTIONS = ("make_batch", "train_data", "val_data", "loss_fn", "make_optimizer")
+_OPTIONAL_FUNCTIONS = ("make_batch", "train_data", "val_data", "loss_fn", "make_optimizer", "make_scheduler", "train_step")
+# What make_optimizer's one parameter may be called, by what gradscope passes to it.
+_MODEL_NAMES = ("model", "net", "network", "module")
+_PARAMETER_NAMES = ("parameters", "params", "param_groups")
 _MAX_DETAIL = 400  # characters of a user exception message quoted in an error paragraph
 
 
@@ -61,6 +77,11 @@ class ModelFile:
     val_data: Optional[Callable[[], Any]] = None
     loss_fn: Optional[Callable[[Any, Any], Any]] = None
     make_optimizer: Optional[Callable[[Any], Any]] = None
+    optimizer_takes: str = "parameters"  # what make_optimizer is given: "model" or "parameters"
+    make_scheduler: Optional[Callable[[Any], Any]] = None
+    clip_grad_norm: Optional[float] = None
+    train_step: Optional[Callable[..., Any]] = None
+    train_step_takes_state: bool = False  # train_step(model, batch, optimizer, state)
 
     @property
     def name(self) -> str:
@@ -227,12 +248,93 @@ def _read_contract(path: Path, module: types.ModuleType) -> ModelFile:
                 f"If it is a class, write `model = {_class_name(model)}()` or define build_model(). {CONTRACT}"
             )
         found.model = model
+    _read_recipe(path, module, found)
     if found.make_batch is not None and found.train_data is not None:
         raise ModelFileError(
             f"{path.name} defines both `make_batch` and `train_data`; gradscope would not know which data to train "
             "on. Keep one of them."
         )
     return found
+
+
+def _read_recipe(path: Path, module: types.ModuleType, found: ModelFile) -> None:
+    """Check the signatures of the training-recipe hooks now, so a mistake fails before training."""
+    if found.make_optimizer is not None:
+        found.optimizer_takes = _optimizer_argument(path, found.make_optimizer)
+    if found.make_scheduler is not None:
+        _require_arity(path, "make_scheduler", found.make_scheduler, (1,), "make_scheduler(optimizer)")
+    if found.train_step is not None:
+        count = _require_arity(
+            path, "train_step", found.train_step, (3, 4), "train_step(model, batch, optimizer) or train_step(model, batch, optimizer, state)"
+        )
+        found.train_step_takes_state = count == 4
+    clip = getattr(module, "clip_grad_norm", None)
+    if clip is not None:
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0:
+            raise ModelFileError(
+                f"{path.name} sets `clip_grad_norm = {clip!r}`, but it must be a positive number: the largest total "
+                "gradient norm kept by torch.nn.utils.clip_grad_norm_ (e.g. `clip_grad_norm = 1.0`). Remove it to "
+                "train without clipping."
+            )
+        if found.train_step is not None:
+            raise ModelFileError(
+                f"{path.name} sets `clip_grad_norm` and defines `train_step`; gradscope does not run the step itself "
+                "then, so it cannot clip. Call torch.nn.utils.clip_grad_norm_ inside train_step, between backward() "
+                "and step(), and remove `clip_grad_norm`."
+            )
+        found.clip_grad_norm = float(clip)
+
+
+def _positional(fn: Callable[..., Any]) -> Optional[tuple[list[inspect.Parameter], bool]]:
+    """(positional parameters without defaults, whether it takes *args), or None if unknowable."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C functions have no signature: trust them
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in signature.parameters.values() if p.kind in kinds and p.default is inspect.Parameter.empty]
+    star = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values())
+    return required, star
+
+
+def _require_arity(path: Path, name: str, fn: Callable[..., Any], counts: tuple[int, ...], expected: str) -> int:
+    found = _positional(fn)
+    if found is None:
+        return counts[0]
+    required, star = found
+    if len(required) in counts:
+        return len(required)
+    if star and len(required) <= counts[0]:
+        return counts[0]
+    shown = ", ".join(p.name for p in required)
+    raise ModelFileError(
+        f"`{name}({shown})` in {path.name} takes {len(required)} argument(s) without defaults, but gradscope calls "
+        f"it as {expected}. Change its parameters to match. {CONTRACT}"
+    )
+
+
+def _optimizer_argument(path: Path, fn: Callable[..., Any]) -> str:
+    """'model' or 'parameters': what make_optimizer wants, read from its one parameter's name or annotation."""
+    _require_arity(path, "make_optimizer", fn, (1,), "make_optimizer(model) or make_optimizer(parameters)")
+    found = _positional(fn)
+    if found is None or not found[0]:
+        return "parameters"  # make_optimizer(*args) or no signature: the original contract
+    parameter = found[0][0]
+    annotation = parameter.annotation
+    if isinstance(annotation, type) and issubclass(annotation, nn.Module):
+        return "model"
+    if isinstance(annotation, str) and annotation.split(".")[-1] in ("Module", "Model"):
+        return "model"
+    name = parameter.name.lower()
+    if name in _MODEL_NAMES or name.endswith("model"):
+        return "model"
+    if name in _PARAMETER_NAMES or name.endswith(("params", "parameters")):
+        return "parameters"
+    raise ModelFileError(
+        f"`make_optimizer({parameter.name})` in {path.name}: gradscope passes the model when the parameter is named "
+        f"`model` and model.parameters() when it is named `parameters`, and cannot tell which `{parameter.name}` "
+        "is. Rename it to `model` (to build parameter groups, e.g. weight decay on matrices only) or `parameters`."
+    )
 
 
 def _describe(value: Any) -> str:

@@ -2,12 +2,15 @@
 
 This is what `gradscope analyze model.py` runs; it is a library function so tests and
 notebooks can call it too. It prints nothing: progress goes to an optional callback.
-The loop is the plain one the hook API expects:
+`train_watched` is the loop, one function, so other callers (fix trials) train exactly alike:
 
-    forward -> loss -> backward -> optimizer.step() -> zero_grad -> run.log(loss=..., val_loss=...)
+    forward -> loss -> backward -> clip (clip_grad_norm / `clip`) -> optimizer.step() -> zero_grad
+    or the model file's own train_step(model, batch, optimizer[, state])
+    -> scheduler.step() (make_scheduler) -> run.log(loss=..., val_loss=...)
 
-with the validation loss (when the model file defines `val_data()`) computed at every recorded
-step under `torch.no_grad()` and `model.eval()`, then `model.train()` again.
+with the validation loss (when the model file defines `val_data()`) computed at about ten evenly
+spaced steps (`val_every` changes that) under `torch.no_grad()` and `model.eval()`, then
+`model.train()` again.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ class AnalyzeConfig:
     optimizer: Optional[str] = None  # "sgd" | "adam"; None: make_optimizer from the file, else SGD (momentum 0.9)
     seed: int = 0
     device: str = "cpu"
-    every: int = 1  # record every Nth step (and evaluate val_data there)
+    every: int = 1  # record every Nth step
+    val_every: Optional[int] = None  # evaluate val_data every Nth step; None: about ten times, evenly spaced
+    clip: Optional[float] = None  # clip the gradient norm at this; None: the file's clip_grad_norm, else no clipping
     input_shape: Optional[tuple[int, ...]] = None  # one sample, without the batch dimension
     config_path: Optional[str] = None  # diagnosis thresholds (YAML); used by the caller, kept for the record
 
@@ -61,8 +66,16 @@ class AnalyzeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}.")
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"`lr` must be a positive number, got {self.lr!r}.")
+        if self.val_every is not None and (
+            not isinstance(self.val_every, int) or isinstance(self.val_every, bool) or self.val_every < 1
+        ):
+            raise ConfigError(f"`val_every` must be a positive integer, got {self.val_every!r}.")
+        for name in ("lr", "clip"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            ):
+                raise ConfigError(f"`{name}` must be a positive number, got {value!r}.")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -100,7 +113,8 @@ class TrainingChanges:
         return optimizer
 
     def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Called every step between `loss.backward()` and `optimizer.step()`."""
+        """Called every step between `loss.backward()` and `optimizer.step()` (with a model file's own
+        train_step: right before each of its optimizer steps)."""
 
 
 NO_CHANGES = TrainingChanges()
@@ -141,36 +155,206 @@ def train_model_file(
     model = model.to(device)
     model.train()
     notes: list[str] = []
-    optimizer, optimizer_label = _make_optimizer(model_file, model, config, notes)
-    optimizer = changes.edit_optimizer(model, optimizer)
-    loss_fn, loss_name = make_loss(model_file)
+    recipe = make_recipe(model_file, model, config, notes, changes)
+    if recipe.train_step is not None and source.kind == "synthetic":
+        notes.append("train_step received synthesized inputs (no make_batch or train_data): a tensor, not a pair.")
+    loss = make_loss(model_file)
     notes.append(f"gradscope analyze trained on {source.describe()}.")
     if source.kind == "synthetic":
         notes.append("Targets were random (see gradscope.analyze.batches): the losses say nothing about generalization.")
 
-    with watch(model, optimizer=optimizer, every=config.every) as run:
-        for step in range(config.steps):
-            batch = source.next(step)
-            outputs = _forward(model, batch.inputs, step, model_file, source)
-            targets = batch.targets if batch.targets is not None else source.make_targets(outputs)
-            loss = check_loss(loss_fn(outputs, targets), loss_name, step)
-            with user_code(f"The backward pass at step {step}", model_file.path):
-                loss.backward()
-            changes.before_step(model, optimizer)
-            with user_code(f"optimizer.step() at step {step}", model_file.path):
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scalars = {"loss": loss.item()}
-            if model_file.val_data is not None and step % config.every == 0:
-                scalars["val_loss"] = _validation_loss(model, model_file, loss_fn, loss_name, device)
-            run.log(**scalars)
-            if progress is not None:
-                progress(1)
+    with watch(model, optimizer=recipe.optimizers[0], every=config.every) as run:
+        train_watched(model, model_file, source, recipe, loss, config, [run], progress, changes)
 
     record = run.record
-    record.meta.options.update(_options_for_record(model_file, config, optimizer_label, loss_name, source))
+    record.meta.options.update(_options_for_record(model_file, config, recipe.label, loss[1], source))
     record.meta.notes.extend(notes)
     return record
+
+
+@dataclass
+class Recipe:
+    """How each step trains, as the model file and the options chose it."""
+
+    optimizer: Any  # what make_optimizer returned (one optimizer, or a tuple/list/dict for train_step)
+    optimizers: list[torch.optim.Optimizer]  # the optimizers in it, in order
+    label: str  # "AdamW from make_optimizer", for the record
+    scheduler: Any = None  # has .step(); called after every training step
+    clip: Optional[float] = None
+    train_step: Optional[Callable[..., Any]] = None
+    state: Optional[dict[str, Any]] = None  # train_step's 4th argument, kept across steps
+
+
+def make_recipe(
+    model_file: ModelFile,
+    model: nn.Module,
+    config: AnalyzeConfig,
+    notes: list[str],
+    changes: TrainingChanges = NO_CHANGES,
+) -> Recipe:
+    """The optimizer(s), scheduler, clipping and step function for this model file and these options;
+    `changes.edit_optimizer` is applied to each optimizer before the scheduler is made."""
+    optimizer, optimizers, label = _make_optimizer(model_file, model, config, notes)
+    edited = [changes.edit_optimizer(model, o) for o in optimizers]
+    if any(new is not old for new, old in zip(edited, optimizers)):
+        optimizer = _replace(optimizer, dict(zip(map(id, optimizers), edited)))
+        optimizers = edited
+    if len(optimizers) > 1 and model_file.train_step is None:
+        raise ModelFileError(
+            f"make_optimizer in {model_file.name} returned {len(optimizers)} optimizers, but without a train_step "
+            "gradscope would not know which one steps when. Define train_step(model, batch, optimizers) that runs "
+            "each network's step, or return a single optimizer."
+        )
+    if config.clip is not None and model_file.train_step is not None:
+        raise ConfigError(
+            f"`clip` cannot apply: {model_file.name} defines train_step, which runs the step itself. Clip inside "
+            "train_step with torch.nn.utils.clip_grad_norm_, between backward() and step()."
+        )
+    scheduler = None
+    if model_file.make_scheduler is not None:
+        with user_code("make_scheduler(optimizer)", model_file.path):
+            scheduler = model_file.make_scheduler(optimizer)
+        steppers = scheduler if isinstance(scheduler, (tuple, list)) else [scheduler]
+        if not steppers or not all(callable(getattr(s, "step", None)) for s in steppers):
+            raise ModelFileError(
+                f"make_scheduler(optimizer) in {model_file.name} returned {_describe(scheduler)}, which has no step() "
+                "method. Return a learning-rate scheduler, e.g. "
+                "`torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10))`."
+            )
+    clip = config.clip if config.clip is not None else model_file.clip_grad_norm
+    if config.clip is not None and model_file.clip_grad_norm is not None:
+        notes.append(f"clip={config.clip} replaced clip_grad_norm = {model_file.clip_grad_norm} of {model_file.name}.")
+    return Recipe(
+        optimizer=optimizer,
+        optimizers=optimizers,
+        label=label + (f", gradient norm clipped at {clip:g}" if clip is not None else ""),
+        scheduler=scheduler,
+        clip=clip,
+        train_step=model_file.train_step,
+        state={} if model_file.train_step_takes_state else None,
+    )
+
+
+def _replace(made: Any, new: dict[int, torch.optim.Optimizer]) -> Any:
+    """make_optimizer's object with each optimizer swapped for its edited one (same container type)."""
+    if isinstance(made, dict):
+        return {k: new.get(id(v), v) for k, v in made.items()}
+    if isinstance(made, (tuple, list)):
+        return type(made)(new.get(id(v), v) for v in made)
+    return new.get(id(made), made)
+
+
+def validation_steps(steps: int, val_every: Optional[int]) -> set[int]:
+    """The steps after which val_data is evaluated: every `val_every`-th, or about ten evenly spaced
+    ones ending at the last step (evaluating at every step can cost more than the training)."""
+    every = val_every if val_every is not None else max(1, round(steps / 10))
+    return {step for step in range(steps) if (step + 1) % every == 0 or step == steps - 1}
+
+
+def train_watched(
+    model: nn.Module,
+    model_file: ModelFile,
+    source: BatchSource,
+    recipe: Recipe,
+    loss: tuple[Any, str],
+    config: AnalyzeConfig,
+    runs: list[Any],
+    progress: Optional[Progress] = None,
+    changes: TrainingChanges = NO_CHANGES,
+) -> None:
+    """Train `config.steps` steps while `runs` (attached watchers) record; log the loss to each."""
+    loss_fn, loss_name = loss
+    evaluate = validation_steps(config.steps, config.val_every) if model_file.val_data is not None else set()
+    device = next((p.device for p in model.parameters()), torch.device(config.device))
+    schedulers = recipe.scheduler if isinstance(recipe.scheduler, (tuple, list)) else [recipe.scheduler]
+    handles = []
+    if recipe.train_step is not None and type(changes).before_step is not TrainingChanges.before_step:
+        # The user's step calls optimizer.step() itself: act right before it, after its own clipping.
+        for optimizer in recipe.optimizers:
+            handles.append(optimizer.register_step_pre_hook(lambda opt, args, kwargs: changes.before_step(model, opt)))
+    try:
+        for step in range(config.steps):
+            if recipe.train_step is not None:
+                value = _user_step(model, model_file, source, recipe, step, runs)
+            else:
+                value = _plain_step(model, model_file, source, recipe, loss, step, changes)
+            if recipe.scheduler is not None:
+                with user_code(f"scheduler.step() at step {step}", model_file.path):
+                    for scheduler in schedulers:
+                        scheduler.step()
+            scalars = {"loss": value}
+            if step in evaluate:
+                scalars["val_loss"] = _validation_loss(model, model_file, loss_fn, loss_name, device)
+            for run in runs:
+                run.log(**scalars)
+            if progress is not None:
+                progress(1)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _plain_step(
+    model: nn.Module,
+    model_file: ModelFile,
+    source: BatchSource,
+    recipe: Recipe,
+    loss: tuple[Any, str],
+    step: int,
+    changes: TrainingChanges,
+) -> float:
+    loss_fn, loss_name = loss
+    optimizer = recipe.optimizers[0]
+    batch = source.next(step)
+    outputs = _forward(model, batch.inputs, step, model_file, source)
+    targets = batch.targets if batch.targets is not None else source.make_targets(outputs)
+    value = check_loss(loss_fn(outputs, targets), loss_name, step)
+    with user_code(f"The backward pass at step {step}", model_file.path):
+        value.backward()
+    if recipe.clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
+    changes.before_step(model, optimizer)
+    with user_code(f"optimizer.step() at step {step}", model_file.path):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return value.item()
+
+
+def _user_step(
+    model: nn.Module, model_file: ModelFile, source: BatchSource, recipe: Recipe, step: int, runs: list[Any]
+) -> float:
+    batch = source.next_raw(step)
+    arguments = (model, batch, recipe.optimizer) + ((recipe.state,) if recipe.state is not None else ())
+    with user_code(f"train_step(model, batch, optimizer) at step {step}", model_file.path):
+        value = recipe.train_step(*arguments)
+    loss = _loss_value(value, model_file, step)
+    if step == 0 and any(run.step == 0 for run in runs):
+        raise ModelFileError(
+            f"train_step in {model_file.name} returned without calling optimizer.step() at step 0, so no training "
+            "step happened and there is nothing to record. Call loss.backward() and optimizer.step() (for several "
+            "optimizers, each one's step()) inside train_step."
+        )
+    return loss
+
+
+def _loss_value(value: Any, model_file: ModelFile, step: int) -> float:
+    """train_step's return value as a float: a one-element tensor or a number (NaN allowed)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and (value.is_floating_point() or value.is_complex()):
+        return float(value.detach().float().item())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    shown = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else _describe(value)
+    raise ModelFileError(
+        f"train_step in {model_file.name} returned {shown} at step {step}; it must return the step's loss, a scalar "
+        "tensor or a float (e.g. `return loss` after `optimizer.step()`), which gradscope logs as `loss`."
+    )
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 def seed_everything(seed: int) -> None:
@@ -187,21 +371,27 @@ def seed_everything(seed: int) -> None:
 
 def _make_optimizer(
     model_file: ModelFile, model: nn.Module, config: AnalyzeConfig, notes: list[str]
-) -> tuple[torch.optim.Optimizer, str]:
-    """`optimizer` wins over the file's make_optimizer; `lr` alone overrides its learning rate."""
+) -> tuple[Any, list[torch.optim.Optimizer], str]:
+    """`optimizer` wins over the file's make_optimizer; `lr` alone overrides its learning rate(s)."""
     if config.optimizer is None and model_file.make_optimizer is not None:
-        with user_code("make_optimizer(parameters)", model_file.path):
-            optimizer = model_file.make_optimizer(model.parameters())
-        if not isinstance(optimizer, torch.optim.Optimizer):
+        takes = model_file.optimizer_takes
+        call = f"make_optimizer({takes})"
+        with user_code(call, model_file.path):
+            made = model_file.make_optimizer(model if takes == "model" else model.parameters())
+        parts = list(made.values()) if isinstance(made, dict) else list(made) if isinstance(made, (tuple, list)) else [made]
+        wrong = next((p for p in parts if not isinstance(p, torch.optim.Optimizer)), None) if parts else made
+        if wrong is not None or not parts:
             raise ModelFileError(
-                f"make_optimizer(parameters) in {model_file.name} returned a {type(optimizer).__name__}, not a "
-                "torch.optim.Optimizer. Return e.g. `torch.optim.Adam(parameters, lr=1e-3)`."
+                f"{call} in {model_file.name} returned {_describe(wrong)}, not a torch.optim.Optimizer. Return e.g. "
+                f"`torch.optim.Adam({'model.parameters()' if takes == 'model' else 'parameters'}, lr=1e-3)` (or, "
+                "with a train_step that drives several networks, a tuple, list or dict of optimizers)."
             )
         if config.lr is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr
+            for optimizer in parts:
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr
             notes.append(f"lr={config.lr} replaced the learning rate of make_optimizer's optimizer.")
-        return optimizer, f"{type(optimizer).__name__} from make_optimizer"
+        return made, parts, ", ".join(type(p).__name__ for p in parts) + " from make_optimizer"
 
     if model_file.make_optimizer is not None:
         notes.append(f"optimizer={config.optimizer} was used instead of make_optimizer in {model_file.name}.")
@@ -214,8 +404,10 @@ def _make_optimizer(
     name = config.optimizer or "sgd"
     lr = config.lr if config.lr is not None else DEFAULT_LR[name]
     if name == "adam":
-        return torch.optim.Adam(trainable, lr=lr), f"Adam(lr={lr})"
-    return torch.optim.SGD(trainable, lr=lr, momentum=DEFAULT_SGD_MOMENTUM), f"SGD(lr={lr}, momentum=0.9)"
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(trainable, lr=lr)
+        return optimizer, [optimizer], f"Adam(lr={lr})"
+    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=DEFAULT_SGD_MOMENTUM)
+    return optimizer, [optimizer], f"SGD(lr={lr}, momentum=0.9)"
 
 
 def _forward(model: nn.Module, inputs: Any, step: int, model_file: ModelFile, source: BatchSource) -> Any:

@@ -251,10 +251,10 @@ def test_validation_runs_in_eval_mode_without_grad_and_training_resumes(write):
     assert record.series("act_calls", "body.0") == [1.0, 1.0, 1.0]  # validation forwards are not recorded
 
 
-def test_every_controls_recording_and_validation(write):
-    record = analyze_file(write(DROPOUT_MLP), AnalyzeConfig(steps=5, batch_size=4, every=2))
+def test_every_controls_recording_and_val_every_validation(write):
+    record = analyze_file(write(DROPOUT_MLP), AnalyzeConfig(steps=5, batch_size=4, every=2, val_every=2))
     assert record.steps == [0, 2, 4]
-    assert record.scalar_series("val_loss")[0] == [0, 2, 4]
+    assert record.scalar_series("val_loss")[0] == [1, 3, 4]  # every 2nd step, and the last
     assert len(record.scalar_series("loss")[0]) == 5
 
 

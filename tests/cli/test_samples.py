@@ -62,4 +62,4 @@ def test_overfitting_sample_recommends_dropout(gradscope_cli, tmp_path):
     overfitting = _finding(run_json, "overfitting")
     assert "dropout" in overfitting["recommendation"].lower()
     scalars = json.loads(run_json.read_text())["scalars"]
-    assert len(scalars["val_loss"]) == len(scalars["loss"]) == 20  # validated at every recorded step
+    assert len(scalars["loss"]) == 20 and len(scalars["val_loss"]) == 10  # about ten validations, evenly spaced
