@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 import gradscope
 from gradscope.record import ModuleInfo, RunMeta, RunRecord
 from gradscope.report import text as report_text
+from gradscope.report.text import shorten_left
 from gradscope.report.text import render_text
 from tests.diagnose.builders import batches, classification_data, stack, train
 
@@ -81,16 +83,32 @@ def test_golden_report_narrow_and_without_findings():
     check_golden("text_report_90_no_findings.txt", render_text(record, gradscope.Diagnosis(), width=90))
 
 
-def test_table_fits_the_width_and_truncates_long_names_in_the_middle():
+def test_table_fits_the_width_and_shortens_long_names_from_the_left():
     record = hand_built_record()
     for width in (100, 90):
         text = render_text(record, gradscope.diagnose(record), width=width)
         table = text.split("\n\n")[1].splitlines()
         assert max(len(line) for line in table) <= width
         truncated = [line for line in table if "…" in line]
-        assert truncated and truncated[0].split()[1].startswith("encoder.") and truncated[0].split()[1].endswith("name")
+        shown = truncated[0].split()[1]
+        assert shown.startswith("…") and LONG.endswith(shown[1:])  # the end kept whole, never cut in the middle
     prose = [line for line in render_text(record, gradscope.diagnose(record)).splitlines() if not line.startswith("      ")]
     assert max(len(line) for line in prose) <= 100  # snippet lines (indented code) aside
+
+
+def test_names_are_shortened_from_the_left_at_a_dot():
+    assert shorten_left("transformer.h.3.attn.c_proj", 17) == "…h.3.attn.c_proj"
+    assert shorten_left("transformer.h.3.attn.c_proj", 40) == "transformer.h.3.attn.c_proj"
+    assert shorten_left("averyveryverylongname", 8) == "…ongname"
+
+
+def test_header_counts_findings_not_the_not_checked_notes():
+    record = hand_built_record()
+    diagnosis = gradscope.diagnose(record)
+    skipped = sum(f.code == "rule-skipped" for f in diagnosis)
+    info = sum(f.severity == "info" and f.code != "rule-skipped" for f in diagnosis)
+    assert skipped == 1
+    assert f"{info} info ({skipped} not checked)" in render_text(record, diagnosis)
 
 
 def test_report_of_a_real_watched_model(capsys):
@@ -105,8 +123,11 @@ def test_report_of_a_real_watched_model(capsys):
     names = [row[1] if row[0] in ("E", "W") else row[0] for row in rows]
     assert names == [str(i) for i in range(19)]  # forward order, every module with statistics
     assert rows[0][0] == "E"  # the first Linear is named in the vanishing-gradients error
-    last_rms = record.last("grad_rms", "18")
-    assert f"{last_rms:.3g}" in table[-1]
+    # the table shows the numbers the findings quote: medians over the recorded steps
+    median_rms = statistics.median(record.series("grad_rms", "18"))
+    assert f"{median_rms:.3g}" in table[-1]
+    finding = next(f for f in diagnosis if f.code == "vanishing-gradients")
+    assert finding.evidence["grad_rms_per_layer"]["18"] == median_rms
     assert text.index("ERROR (1)") < text.index("[vanishing-gradients]") < text.index("WARNING")
 
 

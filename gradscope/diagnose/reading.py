@@ -68,6 +68,22 @@ def smallest_of_last(record: RunRecord, stat: str, name: str, count: int) -> Opt
     return float(values.min()) if len(values) else None
 
 
+# The dead_relu rule's default `last_steps`: a unit counts as dead only if it stayed silent in each
+# of these last recorded windows.
+DEAD_UNIT_WINDOW = 3
+SUMMARY_DESCRIPTION = f"medians over the recorded steps (dead: the smallest of the last {DEAD_UNIT_WINDOW})"
+
+
+def layer_summary(record: RunRecord, stat: str, name: str) -> Optional[float]:
+    """The one number per layer and statistic that report tables show and findings quote (see
+    SUMMARY_DESCRIPTION); steps GradScaler skipped are left out of the gradient statistics."""
+    if stat not in STATS_BY_NAME:
+        return None
+    if stat == "act_dead_frac":
+        return smallest_of_last(record, stat, name, DEAD_UNIT_WINDOW)
+    return median_of(record, stat, name)
+
+
 def is_norm(info: ModuleInfo) -> bool:
     return "Norm" in info.type
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..diagnose.finding import Diagnosis, Finding, severity_rank
+from ..diagnose.finding import SKIPPED, Diagnosis, Finding, severity_rank
+from ..diagnose.reading import SUMMARY_DESCRIPTION, layer_summary
 from ..number_format import HTML, format_number
 from ..record import RunRecord
 from ..statdefs import STATS_BY_NAME
 from .figures import RenderedFigure
 from .plots import build_figures
-from .series import SUMMARY_DESCRIPTION, display_name, layer_median
+from .series import display_name
 
 MAX_VERDICT_TITLES = 3
 MAX_FINDING_LAYERS = 25
@@ -128,7 +129,8 @@ def _verdict(diagnosis: Optional[Diagnosis]) -> Verdict:
         return Verdict(
             "unknown", "No diagnosis was run on this record; the figures and tables show the raw statistics."
         )
-    counts = {sev: sum(1 for f in diagnosis if f.severity == sev) for sev in ("error", "warning", "info")}
+    # "not checked" notes say what was not looked at; they are not findings about the model
+    counts = {sev: sum(1 for f in diagnosis if f.severity == sev and f.code != SKIPPED) for sev in ("error", "warning", "info")}
     problems = diagnosis.at_least("warning")
     if not problems:
         notes = counts["info"]
@@ -204,7 +206,7 @@ def _layer_rows(record: RunRecord, findings: list[Finding], anchors: dict[str, s
                 type=module.type,
                 activation=module.activation,
                 num_params=module.num_params,
-                values=[layer_median(record, module.name, column.stat) for column in LAYER_COLUMNS],
+                values=[layer_summary(record, column.stat, module.name) for column in LAYER_COLUMNS],
                 finding_codes=list(dict.fromkeys(f.code for f in involved)),
                 worst=worst,
             )

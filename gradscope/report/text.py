@@ -11,11 +11,12 @@ from typing import Any, Callable, Optional
 from tabulate import tabulate
 
 from ..diagnose.finding import SEVERITIES, SKIPPED, Diagnosis, Finding
+from ..diagnose.reading import SUMMARY_DESCRIPTION, layer_summary
 from ..number_format import compact, percent
 from ..record import RunRecord
 
-# (header, statistic, formatter): the last recorded value of each. Two-line headers keep the
-# columns as narrow as their numbers, leaving the width to the layer names.
+# (header, statistic, formatter): each the number the findings quote (reading.layer_summary). Two-line
+# headers keep the columns as narrow as their numbers, leaving the width to the layer names.
 COLUMNS: tuple[tuple[str, str, Callable[[Optional[float]], str]], ...] = (
     ("grad\nRMS", "grad_rms", compact),
     ("back-\nprop", "backprop_norm", compact),
@@ -55,7 +56,7 @@ def _table(record: RunRecord, diagnosis: Diagnosis, width: int) -> str:
     marks = _layer_marks(diagnosis)
     rows = []
     for info in record.modules:
-        values = [record.last(stat, info.name) if _has(record, info.name) else None for _, stat, _ in COLUMNS]
+        values = [layer_summary(record, stat, info.name) if _has(record, info.name) else None for _, stat, _ in COLUMNS]
         if all(v is None for v in values):
             continue  # a container or a module that never ran: nothing to show
         cells = [fmt(v) for v, (_, _, fmt) in zip(values, COLUMNS)]
@@ -66,13 +67,13 @@ def _table(record: RunRecord, diagnosis: Diagnosis, width: int) -> str:
     type_width = min(14, max(len(r[2]) for r in rows))
     name_width = max(len(r[1]) for r in rows)
     while True:
-        shown = [[r[0], _middle_ellipsis(r[1], name_width), _middle_ellipsis(r[2], type_width), *r[3:]] for r in rows]
+        shown = [[r[0], shorten_left(r[1], name_width), shorten_left(r[2], type_width), *r[3:]] for r in rows]
         table = tabulate(shown, headers=headers, tablefmt="simple", disable_numparse=True, colalign=_ALIGN)
         widest = max(len(line) for line in table.splitlines())
         if widest <= width or name_width <= _MIN_NAME:
             break
         name_width = max(_MIN_NAME, name_width - (widest - width))
-    legend = "Per-layer statistics in forward order, last recorded values (E/W: layer named in an error/warning)"
+    legend = f"Per-layer statistics in forward order, {SUMMARY_DESCRIPTION}; E/W: layer named in an error/warning"
     return "\n".join(_wrap(legend, width, "")) + "\n" + table
 
 
@@ -80,10 +81,13 @@ def _findings(diagnosis: Diagnosis, width: int) -> str:
     findings = list(diagnosis)
     if not findings:
         return "Findings: none."
-    counts = [_count(sum(f.severity == s for f in findings), s) for s in reversed(SEVERITIES)]
-    blocks = ["Findings: " + ", ".join(counts)]
+    # "not checked" notes say what was not looked at: counted apart, never as findings
+    real = [f for f in findings if f.code != SKIPPED]
+    counts = [_count(sum(f.severity == s for f in real), s) for s in reversed(SEVERITIES)]
+    not_checked = len(findings) - len(real)
+    blocks = ["Findings: " + ", ".join(counts) + (f" ({not_checked} not checked)" if not_checked else "")]
     for severity in reversed(SEVERITIES):
-        group = [f for f in findings if f.severity == severity and f.code != SKIPPED]
+        group = [f for f in real if f.severity == severity]
         skipped = [f for f in findings if f.severity == severity and f.code == SKIPPED]
         if group:
             blocks.append(f"{severity.upper()} ({len(group)})")
@@ -119,14 +123,28 @@ def _finding(finding: Finding, width: int) -> str:
 
 
 def _evidence_line(evidence: dict[str, Any]) -> str:
-    """The scalar evidence as key=value; per-layer tables are in the message and the table above."""
+    """The evidence as key=value, per-layer values included (`dead_fraction=fc1 1, fc2 0.5`)."""
     items = []
     for key, value in evidence.items():
-        if isinstance(value, bool) or isinstance(value, str):
-            items.append(f"{key}={value}")
-        elif isinstance(value, (int, float)):
-            items.append(f"{key}={compact(value)}")
-    return ", ".join(items)
+        shown = _evidence_value(value)
+        if shown:
+            items.append(f"{key}={shown}")
+    return "; ".join(items)
+
+
+def _evidence_value(value: Any, limit: int = 8) -> str:
+    if value is None or isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return compact(value)
+    if isinstance(value, dict):
+        items = [f"{k or '(root)'} {_evidence_value(v)}" for k, v in list(value.items())[:limit]]
+    elif isinstance(value, (list, tuple)):
+        items = [_evidence_value(v) for v in value[:limit]]
+    else:
+        return ""
+    more = len(value) - limit
+    return ", ".join(items) + (f" and {more} more" if more > 0 else "") if items else "none"
 
 
 def _layer_marks(diagnosis: Diagnosis) -> dict[str, str]:
@@ -143,13 +161,16 @@ def _has(record: RunRecord, name: str) -> bool:
     return name in record.layer_stats
 
 
-def _middle_ellipsis(text: str, limit: int) -> str:
-    """Keep both ends of a long name: "encoder.layers.11.attn" -> "encoder.l…11.attn"."""
+def shorten_left(text: str, limit: int) -> str:
+    """Keep the end of a long name, where it differs from its neighbours, starting at a dot where one
+    is near: "transformer.h.3.attn.c_proj" -> "…h.3.attn.c_proj". Never cut in the middle."""
     if len(text) <= limit:
         return text
-    keep = limit - 1
-    head = keep // 2
-    return text[:head] + "…" + text[len(text) - (keep - head):]
+    tail = text[len(text) - (limit - 1):]
+    dot = tail.find(".")
+    if 0 <= dot < len(tail) // 3:
+        tail = tail[dot + 1:]
+    return "…" + tail
 
 
 def _wrap(text: str, width: int, indent: str, first: str = "") -> list[str]:
