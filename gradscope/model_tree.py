@@ -83,6 +83,11 @@ def activation_kind(module: nn.Module) -> Optional[str]:
     return None
 
 
+def is_weight_layer(module: nn.Module) -> bool:
+    """A Linear or Conv layer: what reads an activation's output in almost every network."""
+    return isinstance(module, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd))
+
+
 def unit_layout(module: nn.Module) -> Optional[str]:
     """'first' (units on dim 1), 'last' (units on the last dim), or None: follow the previous module."""
     if isinstance(module, _CHANNELS_FIRST):

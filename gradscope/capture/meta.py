@@ -45,14 +45,26 @@ def run_meta(model: torch.nn.Module, optimizer: Optional[Any], **options: Any) -
     )
 
 
-def module_table(watched: list[WatchedModule], forward_order: dict[str, int], forward_unseen: bool) -> list[ModuleInfo]:
-    """The watched modules in forward order; those that never ran come last, in tree order."""
+def module_table(
+    watched: list[WatchedModule],
+    forward_order: dict[str, int],
+    forward_unseen: bool,
+    functional: list[WatchedModule] = (),  # type: ignore[assignment]
+) -> list[ModuleInfo]:
+    """The watched modules in forward order; those that never ran come last, in tree order.
+
+    `functional` are activations called as functions (their type reads "F.relu", whichever of
+    F.relu, torch.relu or x.relu() the model called); they sit between the layer that feeds them
+    and the layer that reads them.
+    """
     unseen = len(forward_order)
-    ranked = sorted(enumerate(watched), key=lambda item: (forward_order.get(item[1].name, unseen + item[0]), item[0]))
+    entries = list(watched) + list(functional)
+    kinds = {id(w): f"F.{w.activation}" for w in functional}
+    ranked = sorted(enumerate(entries), key=lambda item: (forward_order.get(item[1].name, unseen + item[0]), item[0]))
     return [
         ModuleInfo(
             name=w.name,
-            type=type(w.module).__name__,
+            type=kinds.get(id(w), type(w.module).__name__),
             num_params=sum(p.numel() for _, p in w.params),
             params=[pname for pname, _ in w.params],
             trainable_params=sum(p.numel() for _, p in w.params if p.requires_grad),

@@ -19,6 +19,53 @@ from ..measure import PARAMETER_SAMPLE, StepAccumulator, sample
 from ..model_tree import WatchedModule, saturation_counter
 from ..statdefs import NONNEGATIVE, RELU_FAMILY
 
+# The autograd nodes of the activation functions a forward calls as functions (F.relu, torch.relu,
+# x.relu(), torch.sigmoid, torch.tanh, F.gelu, ...): the node that made a tensor says exactly which
+# function produced it, with no guessing from values and no interception of calls.
+_ACTIVATION_NODES = {
+    "ReluBackward0": "relu",
+    "SigmoidBackward0": "sigmoid",
+    "TanhBackward0": "tanh",
+    "HardsigmoidBackward0": "hardsigmoid",
+    "HardswishBackward0": "hardswish",
+    "GeluBackward0": "gelu",
+    "SiluBackward0": "silu",
+    "LeakyReluBackward0": "leaky_relu",
+    "EluBackward0": "elu",
+    "SoftplusBackward0": "softplus",
+}
+# Between the activation and the layer that reads it: views keep every value; max pooling and
+# dropout (a multiplication by a mask) keep zeros zero, so dead units still show, but change values.
+_VIEW_NODES = frozenset(
+    {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "CloneBackward0", "TransposeBackward0",
+     "PermuteBackward0"}
+)
+_ZERO_KEEPING_NODES = frozenset(
+    {"MaxPool1DWithIndicesBackward0", "MaxPool2DWithIndicesBackward0", "MaxPool3DWithIndicesBackward0",
+     "MulBackward0", "NativeDropoutBackward0"}
+)
+_MAX_HOPS = 4
+
+
+def functional_activation(tensor: torch.Tensor) -> Optional[tuple[str, object]]:
+    """(kind, autograd node) of the activation function that produced `tensor`, looking back through
+    a few views (and, for the ReLU family, pooling or dropout); None when it is something else."""
+    node = tensor.grad_fn
+    values_kept = True
+    for _ in range(_MAX_HOPS):
+        if node is None:
+            return None
+        name = type(node).__name__
+        kind = _ACTIVATION_NODES.get(name)
+        if kind is not None:
+            return (kind, node) if values_kept or kind in RELU_FAMILY else None
+        if name in _ZERO_KEEPING_NODES:
+            values_kept = False
+        elif name not in _VIEW_NODES:
+            return None
+        node = node.next_functions[0][0] if node.next_functions else None
+    return None
+
 
 class OutputProbe:
     """How one watched module's outputs are measured."""

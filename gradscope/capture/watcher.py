@@ -24,7 +24,7 @@ from torch import nn
 from ..distributed import combiner_for, is_sharded, process_rank
 from ..errors import GradscopeError
 from ..measure import SAMPLING_NOTE, StepAccumulator
-from ..model_tree import WatchedModule, select_modules, unwrap
+from ..model_tree import WatchedModule, is_weight_layer, select_modules, unwrap
 from ..record import RunRecord
 from . import meta
 from .clock import StepClock, StepEnd
@@ -40,7 +40,7 @@ from .hooks import (
     register_step_hooks,
     unwrap_optimizer,
 )
-from .probes import OutputProbe, UpdateProbe, current_gradients
+from .probes import OutputProbe, UpdateProbe, current_gradients, functional_activation
 
 
 class Watcher:
@@ -64,6 +64,7 @@ class Watcher:
         process_group: Any = None,
         scaler: Optional[Any] = None,
         path: Optional[str | os.PathLike[str]] = None,
+        functional_activations: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GradscopeError(f"gradscope.watch needs a torch.nn.Module, got {type(model).__name__}.")
@@ -78,6 +79,7 @@ class Watcher:
         self.activations = activations
         self.gradients = gradients
         self.update_ratio = update_ratio and optimizer is not None
+        self.functional_activations = functional_activations and activations
         # With a GradScaler the backward runs on the scaled loss: dL/d(output) is multiplied by
         # the scale. Parameter gradients are read after unscale_; the backprop signal is divided
         # by the scale of its step here, and a step the scaler skipped is recorded as skipped.
@@ -107,6 +109,11 @@ class Watcher:
         self._local_norms: dict[int, torch.Tensor] = {}
         self._update = UpdateProbe()
         self._last_layout: Optional[str] = None
+        # Activations called as functions in forward (F.relu, torch.tanh): seen in the input of the
+        # Linear/Conv layer that reads them, one record entry each ("fc1→relu": after fc1).
+        self._functional: dict[str, tuple[WatchedModule, OutputProbe]] = {}  # by the reading layer
+        self._last_weight_layer: Optional[str] = None  # the Linear/Conv that ran last in this forward
+        self._step_nodes: dict[int, Any] = {}  # autograd nodes of activations measured this step
         header = meta.run_meta(
             self.model, optimizer, every=every, include=include, exclude=exclude, activations=activations,
             gradients=gradients, update_ratio=self.update_ratio, scaler=self.scaler is not None, world_size=self._world,
@@ -199,6 +206,8 @@ class Watcher:
             if w.watch_output and (self.activations or self.gradients):
                 hook = self._hook(f"forward:{w.name}", self._output_hook_for(w), compiled=True)
                 add(w.module.register_forward_hook(hook))
+            if self.functional_activations and is_weight_layer(w.module):
+                add(w.module.register_forward_pre_hook(self._hook(f"input:{w.name}", self._input_hook_for(w), compiled=True)))
         for pname, param in self._params:
             if param.requires_grad:
                 add(param.register_post_accumulate_grad_hook(self._hook(f"grad:{pname}", self._on_param_accumulated)))
@@ -222,6 +231,7 @@ class Watcher:
         if training:
             self._check_discarded_gradients()
             self._last_layout = None
+            self._last_weight_layer = None
         self._clock.forward(training)
 
     def _output_hook_for(self, w: WatchedModule) -> Callable[[nn.Module, Any, Any], None]:
@@ -243,8 +253,12 @@ class Watcher:
                 return
             self._forward_order.setdefault(w.name, len(self._forward_order))
             out = first_floating_tensor(output)
+            if w.params and is_weight_layer(module):
+                self._last_weight_layer = w.name
             if out is None:
                 return
+            if w.activation is not None and out.grad_fn is not None:
+                self._step_nodes[id(out.grad_fn)] = out.grad_fn  # measured here: not again where it is read
             layout = w.layout or self._last_layout  # a module without its own layout: the previous one's
             if w.layout is not None:
                 self._last_layout = w.layout
@@ -252,6 +266,36 @@ class Watcher:
                 self._step_handles.append(out.register_hook(backprop_hook))
 
         return on_forward
+
+    def _input_hook_for(self, w: WatchedModule) -> Callable[[nn.Module, Any], None]:
+        """A Linear/Conv layer's input, when an activation function made it: the statistics of that
+        activation (dead units, saturation), under an entry named after the layer that feeds it."""
+        module_ref = weakref.ref(w.module)
+        layout = "first" if isinstance(w.module, nn.modules.conv._ConvNd) else "last"
+
+        def on_input(module: nn.Module, args: Any) -> None:
+            if module is not module_ref() or not torch.is_grad_enabled() or not module.training or in_backward():
+                return
+            inp = first_floating_tensor(args)
+            found = functional_activation(inp) if inp is not None else None
+            if found is None:
+                return
+            kind, node = found
+            if id(node) in self._step_nodes:
+                return  # an activation module's output, or read by an earlier layer too: measured once
+            self._step_nodes[id(node)] = node
+            if w.name not in self._functional:
+                feeding = self._last_weight_layer
+                name = f"{feeding}→{kind}" if feeding is not None else f"{kind}→{w.name}"
+                entry = WatchedModule(name, w.module, kind, layout, [], watch_output=True, is_leaf=True)
+                self._functional[w.name] = (entry, OutputProbe(entry, activations=True, gradients=False))
+            entry, probe = self._functional[w.name]
+            if entry.activation != kind:
+                return  # another function feeds this layer at another call: keep the first one's entry
+            self._forward_order.setdefault(entry.name, len(self._forward_order))
+            probe.measure(self._accumulator, inp, layout, self._clock.recording)
+
+        return on_input
 
     def _on_output_grad(self, name: str, grad: torch.Tensor) -> None:
         self._accumulator.add_backprop(name, grad)
@@ -320,15 +364,20 @@ class Watcher:
                 self._window_start = None
                 values = accumulator.flush(self._ranks)
                 if self._keeps_statistics:
-                    meta.write_step(self._record, self._watched, end.step, values, end.skipped)
+                    meta.write_step(self._record, self._watched + self._functional_entries, end.step, values, end.skipped)
             else:
                 self._accumulator.end_unrecorded_step()
                 if self.optimizer is not None:  # a later step may turn out void and roll back to here
                     self._window_start = self._accumulator.copy()
         finally:
             self._step_handles.clear()  # their tensors are gone with the step
+            self._step_nodes = {}
             self._sentinel.clear()
             self._local_norms = {}
+
+    @property
+    def _functional_entries(self) -> list[WatchedModule]:
+        return [entry for entry, _ in self._functional.values()]
 
     @property
     def _keeps_statistics(self) -> bool:
@@ -342,7 +391,9 @@ class Watcher:
             warnings.warn(meta.unseen_forward_note(self._compile_state.fullgraph), RuntimeWarning, stacklevel=2)
 
     def _refresh_record(self) -> None:
-        self._record.modules = meta.module_table(self._watched, self._forward_order, self._forward_unseen)
+        self._record.modules = meta.module_table(
+            self._watched, self._forward_order, self._forward_unseen, self._functional_entries
+        )
         self._record.hook_errors = self._errors.as_list()
         notes = [SAMPLING_NOTE]
         if self.optimizer is None:
@@ -363,7 +414,9 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, *
     activations=True, gradients=True, update_ratio=True, process_group=None (the ranks that
     train the model together; by default all ranks when the model is DDP-wrapped or FSDP2-sharded),
     scaler=None (the GradScaler of an AMP loop), path=None (a run store file, e.g. "runs/exp1.gsrun":
-    each recorded step is streamed there, so memory stays flat and a crash loses about a second).
+    each recorded step is streamed there, so memory stays flat and a crash loses about a second),
+    functional_activations=True (measure activations called as functions, F.relu or torch.tanh, where
+    a Linear/Conv layer reads them).
 
     Under torch.distributed every rank must watch the model (with the same options); only the
     main process (`run.is_main_process`, rank 0) keeps statistics: save and report there.

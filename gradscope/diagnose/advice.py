@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..record import ModuleInfo, RunRecord
-from .reading import is_linear_or_conv, is_norm, module_expr
+from .reading import is_functional, is_linear_or_conv, is_norm, module_expr
 
 MAX_SNIPPET_LINES = 12  # beyond this, a loop over names reads better than a list of lines
 
@@ -70,11 +70,19 @@ def batchnorm_snippet(pairs: list[tuple[ModuleInfo, ModuleInfo]], limit: Optiona
     return "\n".join(lines)
 
 
+# The function to call in forward() instead of an activation module a snippet would put in.
+_AS_FUNCTION = {"nn.ReLU()": "F.relu(x)", "nn.LeakyReLU(0.01)": "F.leaky_relu(x, 0.01)", "nn.GELU()": "F.gelu(x)"}
+
+
 def activation_swap_snippet(
     activations: list[ModuleInfo], new: str = "nn.ReLU()", limit: Optional[int] = MAX_SNIPPET_LINES
 ) -> str:
     lines = []
     for info in activations[:limit]:
+        if is_functional(info):  # called in forward(): the change is in the model's code
+            call = _AS_FUNCTION.get(new, new)
+            lines.append(f"# in forward(): {call} instead of {info.type}(x) at `{info.name}`")
+            continue
         lines.append(f"{module_expr(info.name)} = {new}  # was {info.type}")
     if limit is not None and len(activations) > limit:
         lines.append(f"# ... and the other {len(activations) - limit} {activations[0].type} modules")

@@ -84,6 +84,12 @@ def layer_summary(record: RunRecord, stat: str, name: str) -> Optional[float]:
     return median_of(record, stat, name)
 
 
+def is_functional(info: ModuleInfo) -> bool:
+    """An activation the model calls as a function (F.relu, torch.tanh), recorded where a Linear/Conv
+    reads it; its name says which layer feeds it ("fc1→relu")."""
+    return info.num_params == 0 and info.type.startswith("F.")
+
+
 def is_norm(info: ModuleInfo) -> bool:
     return "Norm" in info.type
 

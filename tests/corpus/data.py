@@ -37,14 +37,18 @@ def class_images(steps: int, batch: int, channels: int, size: int, classes: int,
 
 
 def pixel_images(steps: int, batch: int, pixels: int, seed: int = 0):
-    """Flattened images in [0, 1], mostly dark background with bright strokes (MNIST-like)."""
+    """Flattened images in [0, 1], mostly dark background with bright strokes (MNIST-like): one of
+    ten stroke patterns per image, each stroke pixel drawn with probability 0.7 (handwriting varies),
+    plus a few stray pixels."""
     g = _generator(seed)
     strokes = (torch.rand(10, pixels, generator=g) < 0.2).float()
     out = []
     for _ in range(steps):
         which = torch.randint(0, 10, (batch,), generator=g)
-        noise = 0.15 * torch.rand(batch, pixels, generator=g)
-        out.append(((strokes[which] * 0.85 + noise).clamp(0, 1),))
+        kept = (torch.rand(batch, pixels, generator=g) < 0.7).float()
+        stray = (torch.rand(batch, pixels, generator=g) < 0.03).float()
+        intensity = 0.6 + 0.4 * torch.rand(batch, pixels, generator=g)
+        out.append((((strokes[which] * kept + stray).clamp(0, 1) * intensity),))
     return out
 
 

@@ -9,9 +9,6 @@ from .cases import all_cases, detected, diagnose_all, false_alarms
 # Cases that still fail for a reason outside the rules, with the reason; strict, so a fix shows up.
 KNOWN_GAPS: dict[str, str] = {
     "gan": "one watcher per network: D's discarded generator-step gradients are counted as GradScaler skips",
-    "gan/saturated-output": "output activations are not checked for saturation",
-    "mlp/tanh-saturation": "functional activations (torch.tanh) are not measured",
-    "mnist-cnn/dead-fc1": "functional activations (F.relu) are not measured",
 }
 
 CASES = all_cases()

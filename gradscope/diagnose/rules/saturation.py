@@ -7,9 +7,9 @@ unnormalised inputs or weights initialised too large.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
-from ...record import RunRecord
+from ...record import ModuleInfo, RunRecord
 from ...statdefs import SATURATING
 from ..advice import (
     activation_swap_snippet,
@@ -37,13 +37,17 @@ class Saturation(Rule):
         return any(m.activation in SATURATING for m in record.modules)
 
     def check(self, record: RunRecord, settings: Mapping[str, Any]) -> list[Finding]:
+        hidden = hidden_modules(record)
+        hidden_names = {m.name for m in hidden}
+        outputs = [m for m in record.modules if m.activation in SATURATING and m.name not in hidden_names]
+        findings = [f for f in (self._output(record, m, settings) for m in outputs) if f is not None]
         saturated: dict[str, float] = {}
-        for info in hidden_modules(record):
+        for info in hidden:
             value = median_of(record, "act_saturation", info.name)
             if value is not None and value > settings["warn_fraction"]:
                 saturated[info.name] = value
         if not saturated:
-            return []
+            return findings
         names = list(saturated)
         modules = [record.module(n) for n in names]
         worst = max(saturated.values())
@@ -94,7 +98,38 @@ class Saturation(Rule):
                     "error_fraction": settings["error_fraction"],
                 },
             )
-        ]
+        ] + findings
+
+    def _output(self, record: RunRecord, info: ModuleInfo, settings: Mapping[str, Any]) -> Optional[Finding]:
+        """The model's output activation (a generator's Tanh, a classifier's Sigmoid): saturating can be
+        the goal when the targets sit at the bounds, so it is worded for an output and never an error."""
+        value = median_of(record, "act_saturation", info.name)
+        if value is None or value <= settings["warn_fraction"]:
+            return None
+        feeding = feeding_layers(record, [info.name])
+        before = f" after `{feeding[0].name}`" if feeding else ""
+        return Finding(
+            code=self.code,
+            severity="warning",
+            title=f"The output activation `{info.name}` ({info.type}) is saturated: {percent(value)} of outputs at its bounds",
+            message=(
+                f"{percent(value)} of the outputs of `{info.name}` ({info.type}){before}, the model's output "
+                "activation, lie in its flat region (thresholds in gradscope.statdefs). Unless the targets "
+                "themselves sit at the bounds, the outputs are pinned there and almost no gradient passes back "
+                "through them (a GAN generator whose Tanh saturates stops learning)."
+            ),
+            recommendation=(
+                "Initialise "
+                + (f"`{feeding[0].name}`" if feeding else "the last layer")
+                + " with a smaller scale (Xavier init) so its outputs start in the active range, lower the "
+                "learning rate if they drifted there, and check that the targets are scaled to the activation's "
+                "range (e.g. images normalised to [-1, 1] for a Tanh output)."
+            ),
+            snippet=code("# Xavier init of the output layer\n" + init_snippet(feeding, scheme="xavier")) if feeding else "",
+            layers=[info.name],
+            steps=list(record.steps),
+            evidence={"saturated_fraction": {info.name: value}, "warn_fraction": settings["warn_fraction"], "output": True},
+        )
 
 
 
