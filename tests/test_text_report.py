@@ -13,8 +13,7 @@ from torch import nn
 import gradscope
 from gradscope.record import ModuleInfo, RunMeta, RunRecord
 from gradscope.report import text as report_text
-from gradscope.report.text import shorten_left
-from gradscope.report.text import render_text
+from gradscope.report.text import render_text, shorten_left
 from tests.diagnose.builders import batches, classification_data, stack, train
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -7,9 +7,7 @@ import pytest
 from .cases import all_cases, detected, diagnose_all, false_alarms
 
 # Cases that still fail for a reason outside the rules, with the reason; strict, so a fix shows up.
-KNOWN_GAPS: dict[str, str] = {
-    "gan": "one watcher per network: D's discarded generator-step gradients are counted as GradScaler skips",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 CASES = all_cases()
 
