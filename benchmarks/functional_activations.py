@@ -14,7 +14,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from overhead import time_steps as steps  # the same timed step as the main overhead benchmark
+from overhead import Bench, time_steps  # the same timed step as the main overhead benchmark
 from torch import nn
 
 import gradscope
@@ -47,15 +47,20 @@ class FunctionalCNN(nn.Module):
 
 
 def measure(model, x, y, rounds: int, count: int) -> dict[str, float]:
+    bench = Bench("functional", model, lambda: (x, y))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    steps(model, x, y, opt, 3)  # warm-up
+
+    def steps(n: int) -> list[float]:
+        return time_steps(bench, opt, n, "cpu")
+
+    steps(3)  # warm-up
     samples: dict[str, list[float]] = {"plain": [], "without": [], "with": []}
     for _ in range(rounds):
-        samples["plain"] += steps(model, x, y, opt, count)
+        samples["plain"] += steps(count)
         with gradscope.watch(model, optimizer=opt, functional_activations=False):
-            samples["without"] += steps(model, x, y, opt, count)
+            samples["without"] += steps(count)
         with gradscope.watch(model, optimizer=opt):
-            samples["with"] += steps(model, x, y, opt, count)
+            samples["with"] += steps(count)
     medians = {k: statistics.median(v) for k, v in samples.items()}
     return {k: v / medians["plain"] for k, v in medians.items()}
 
