@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
+
 from ...record import RunRecord
 from ..advice import (
     batchnorm_snippet,
@@ -38,7 +40,7 @@ from ..reading import (
     loss_trend,
     median_of,
     optimizer_is_scale_free,
-    points,
+    point_arrays,
     weight_layers,
 )
 from ..rule import Rule
@@ -239,7 +241,7 @@ def _large_gradients_that_move_the_weights(seen: Evidence) -> Optional[Symptom]:
         excess=over[worst] / huge,
         evidence={"max_update_ratio": settings["max_update_ratio"], "median_update_ratio": ratios},
         layers=layers,
-        steps=sorted({s for n in layers for s, v in points(seen.record, seen.norm_stat, n) if v > huge}),
+        steps=_steps_above(seen.record, seen.norm_stat, layers, huge),
     )
 
 
@@ -252,8 +254,18 @@ SYMPTOMS: tuple[Callable[[Evidence], Optional[Symptom]], ...] = (
 
 
 def _peak_norms(record: RunRecord, stat: str = "grad_norm") -> dict[str, float]:
-    peaks = {m.name: max((v for _, v in points(record, stat, m.name)), default=None) for m in weight_layers(record)}
-    return {name: peak for name, peak in peaks.items() if peak is not None}
+    peaks = {}
+    for m in weight_layers(record):
+        values = point_arrays(record, stat, m.name)[1]
+        if len(values):
+            peaks[m.name] = float(values.max())
+    return peaks
+
+
+def _steps_above(record: RunRecord, stat: str, layers: list[str], threshold: float) -> list[int]:
+    """The steps at which any of `layers` had `stat` above `threshold`, in array operations."""
+    above = [steps[values > threshold] for steps, values in (point_arrays(record, stat, n) for n in layers)]
+    return np.unique(np.concatenate(above)).tolist() if above else []
 
 
 def _gradient_norms(seen: Evidence) -> dict[str, Any]:
@@ -273,11 +285,18 @@ def _gradient_norms(seen: Evidence) -> dict[str, Any]:
 
 
 def _total_norm_per_step(record: RunRecord, stat: str = "grad_norm") -> list[tuple[int, float]]:
-    squares: dict[int, float] = {}
-    for m in weight_layers(record):
-        for step, value in points(record, stat, m.name):
-            squares[step] = squares.get(step, 0.0) + value * value
-    return [(step, math.sqrt(total)) for step, total in sorted(squares.items())]
+    """sqrt of the sum over weight layers of each step's squared norm. Array operations, because a
+    long run has 100,000 steps; bincount adds each step's squares in layer order, as a loop would."""
+    per_layer = [point_arrays(record, stat, m.name) for m in weight_layers(record)]
+    if not per_layer:
+        return []
+    steps = np.concatenate([s for s, _ in per_layer])
+    squares = np.concatenate([v * v for _, v in per_layer])
+    if not len(steps):
+        return []
+    unique, index = np.unique(steps, return_inverse=True)
+    totals = np.bincount(index, weights=squares)
+    return list(zip(unique.tolist(), np.sqrt(totals).tolist()))
 
 
 def _clip_level(record: RunRecord) -> Optional[float]:
