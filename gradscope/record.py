@@ -74,6 +74,16 @@ class RunRecord:
         present = np.flatnonzero(measured)
         return float(values[present[-1]]) if len(present) else None
 
+    def step_array(self) -> np.ndarray:
+        """`steps` as an int64 array, converted once rather than once per series read: a diagnosis
+        reads thousands of series, and converting a 100,000-step list each time was most of its cost.
+        Steps are only ever appended, so the cache is renewed when the list or its length changes."""
+        cached = self.__dict__.get("_step_array_cache")
+        if cached is None or cached[0] is not self.steps or len(cached[1]) != len(self.steps):
+            cached = (self.steps, np.asarray(self.steps, dtype=np.int64))
+            self.__dict__["_step_array_cache"] = cached
+        return cached[1]
+
     def series_arrays(self, stat: str, name: str) -> tuple[np.ndarray, np.ndarray]:
         """`series` as (float64 values, NaN where not measured; measured mask): for long runs."""
         if stat not in STAT_NAMES:

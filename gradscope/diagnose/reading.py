@@ -49,7 +49,7 @@ def point_arrays(record: RunRecord, stat: str, name: str, finite_only: bool = Tr
     if series is None or not len(series):
         return np.zeros(0, np.int64), np.zeros(0)
     values, keep = column_arrays(series)
-    steps = np.asarray(record.steps, dtype=np.int64)
+    steps = record.step_array()
     if finite_only:
         keep = keep & np.isfinite(values)
     if record.skipped_steps and STATS_BY_NAME[stat].source in _SKIPPABLE_SOURCES:
