@@ -61,6 +61,9 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 _APPLICATION_ID = 0x67737275  # "gsru", in the SQLite header: marks the file as a gradscope store
 _READ_BLOCK = 2048  # step rows read at a time
 _WAKE_AT = 256  # queued statements that wake the writer thread before its interval is up
+# Queued statements past which the training thread writes them itself: the writer thread is behind
+# (a WAL checkpoint, a slow disk) and an unbounded queue would grow resident memory with the run.
+_MAX_QUEUED = 1024
 
 _SCHEMA = """
 CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -283,6 +286,8 @@ class StoreWriter:
             self._queue.append((sql, params))
             if len(self._queue) >= _WAKE_AT:  # a fast loop: commit early, so the queue stays small
                 self._state.wake.set()
+                if len(self._queue) >= _MAX_QUEUED:
+                    self._state.drain()
 
     def _maybe_refresh_header(self) -> None:
         now = time.monotonic()
