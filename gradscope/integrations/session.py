@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..capture import Watcher
+from ..capture.hooks import unwrap_optimizer
 from ..diagnose import Diagnosis, diagnose
 from ..diagnose.engine import SKIPPED
 from ..diagnose.finding import SEVERITIES, severity_rank
@@ -41,17 +42,12 @@ def check_fail_on(fail_on: Optional[str]) -> Optional[str]:
 
 
 def torch_optimizer(optimizer: Any) -> Optional[torch.optim.Optimizer]:
-    """The torch optimizer inside a framework's wrapper, or None if there is none.
-
-    accelerate's AcceleratedOptimizer subclasses torch's Optimizer without its hook state, and
-    Lightning's LightningOptimizer does not subclass it: both hold the real one as `.optimizer`.
-    """
-    for _ in range(4):
-        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
-        if not isinstance(inner, torch.optim.Optimizer):
-            break
-        optimizer = inner
-    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+    """The torch optimizer inside a framework's wrapper, or None if there is none: capture's own
+    unwrapping (`unwrap_optimizer`), so the callbacks and `watch()` agree on what gets hooked."""
+    try:
+        return unwrap_optimizer(optimizer)[0]
+    except GradscopeError:
+        return None
 
 
 def _watch_streams_to_a_store() -> bool:
