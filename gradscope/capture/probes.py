@@ -38,7 +38,8 @@ _ACTIVATION_NODES = {
 # dropout (a multiplication by a mask) keep zeros zero, so dead units still show, but change values.
 _VIEW_NODES = frozenset(
     {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "CloneBackward0", "TransposeBackward0",
-     "PermuteBackward0"}
+     "PermuteBackward0",
+     "SqueezeBackward0", "SqueezeBackward1", "SqueezeBackward2"}  # a classifier's `torch.sigmoid(self.out(x)).squeeze(1)`
 )
 _ZERO_KEEPING_NODES = frozenset(
     {"MaxPool1DWithIndicesBackward0", "MaxPool2DWithIndicesBackward0", "MaxPool3DWithIndicesBackward0",

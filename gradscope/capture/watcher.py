@@ -42,6 +42,10 @@ from .hooks import (
 )
 from .probes import OutputProbe, UpdateProbe, current_gradients, functional_activation
 
+# The key of the model's functional output activation among `Watcher._functional` (keyed by the reading
+# layer's name otherwise): no module name contains a NUL.
+_OUTPUT = "\x00output"
+
 
 class Watcher:
     """Records per-layer statistics of a model while the user's own loop trains it.
@@ -202,6 +206,8 @@ class Watcher:
     def _register_hooks(self) -> None:
         add = self._handles.append
         add(self.model.register_forward_pre_hook(self._hook("forward", self._on_root_forward, compiled=True)))
+        if self.functional_activations:
+            add(self.model.register_forward_hook(self._hook("output", self._on_root_output, compiled=True)))
         for w in self._watched:
             if w.watch_output and (self.activations or self.gradients):
                 hook = self._hook(f"forward:{w.name}", self._output_hook_for(w), compiled=True)
@@ -296,6 +302,27 @@ class Watcher:
             probe.measure(self._accumulator, inp, layout, self._clock.recording)
 
         return on_input
+
+    def _on_root_output(self, module: nn.Module, args: Any, output: Any) -> None:
+        """The model's own output, when an activation function made it (`return torch.sigmoid(self.out(x))`):
+        no layer reads it, so no input hook sees it. Measured like the others, as "out→sigmoid"."""
+        if not torch.is_grad_enabled() or not module.training or in_backward():
+            return
+        out = first_floating_tensor(output)
+        found = functional_activation(out) if out is not None else None
+        if found is None or id(found[1]) in self._step_nodes:
+            return  # not an activation, or an activation module's output / a layer's input: measured already
+        kind, node = found
+        self._step_nodes[id(node)] = node
+        if _OUTPUT not in self._functional:
+            feeding = self._last_weight_layer
+            name = f"{feeding}→{kind}" if feeding is not None else f"output→{kind}"
+            entry = WatchedModule(name, module, kind, self._last_layout, [], watch_output=True, is_leaf=True)
+            self._functional[_OUTPUT] = (entry, OutputProbe(entry, activations=True, gradients=False))
+        entry, probe = self._functional[_OUTPUT]
+        if entry.activation == kind:
+            self._forward_order.setdefault(entry.name, len(self._forward_order))
+            probe.measure(self._accumulator, out, entry.layout, self._clock.recording)
 
     def _on_output_grad(self, name: str, grad: torch.Tensor) -> None:
         self._accumulator.add_backprop(name, grad)

@@ -3,6 +3,7 @@ Linear/Conv layer reads them, checked against plain torch, and get findings as m
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,3 +144,124 @@ def test_a_saturated_output_activation_is_reported_as_an_output():
     [finding] = [f for f in gradscope.diagnose(run.record) if f.code == "saturation"]
     assert finding.layers == ["3"] and finding.evidence["output"] is True and finding.severity == "warning"
     assert "output activation `3` (Tanh)" in finding.title and "after `2`" in finding.message
+
+
+# ---- an activation function applied last: the model's own output, read by no layer -----------------------
+class OutputActivationNet(nn.Module):
+    """`return torch.sigmoid(self.out(h))`: a classifier's probabilities, a VAE's pixels, a generator's tanh."""
+
+    def __init__(self, final=torch.sigmoid, width: int = 4):
+        super().__init__()
+        self.fc1, self.out = nn.Linear(8, 16), nn.Linear(16, width)
+        self.final = final
+
+    def forward(self, x):
+        return self.final(self.out(F.relu(self.fc1(x))))
+
+
+def _fit(model, batches, loss_fn, lr=0.05, **options):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    with gradscope.watch(model, optimizer=opt, **options) as run:
+        for x, y in batches:
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return run.record
+
+
+@pytest.mark.parametrize("final, saturated", [(torch.sigmoid, lambda y: (y < 0.01) | (y > 0.99)),
+                                              (torch.tanh, lambda y: np.abs(y) > 0.99)])
+def test_a_final_activation_function_is_measured_on_the_output_and_matches_numpy(final, saturated):
+    torch.manual_seed(0)
+    model = OutputActivationNet(final)
+    with torch.no_grad():
+        model.out.weight.mul_(20)  # part of the outputs in the flat region, part not
+    x = torch.randn(32, 8)
+    y = torch.rand(32, 4)
+    with torch.no_grad():
+        reference = final(model.out(F.relu(model.fc1(x)))).numpy().astype(np.float64)  # before the update
+    record = _fit(model, [(x, y)], F.mse_loss)
+    kind = final.__name__
+    assert [(m.name, m.type) for m in record.modules][-2:] == [("out", "Linear"), (f"out→{kind}", f"F.{kind}")]
+    name = f"out→{kind}"
+    expected = saturated(reference).mean()
+    assert 0.1 < expected < 0.9
+    assert record.series("act_saturation", name)[0] == pytest.approx(expected)
+    assert record.series("act_mean", name)[0] == pytest.approx(reference.mean(), rel=1e-5, abs=1e-7)
+    assert record.series("act_std", name)[0] == pytest.approx(reference.std(), rel=1e-5)
+    assert record.series("act_calls", name) == [1.0]
+
+
+def test_a_saturated_tanh_generator_output_gets_the_output_finding_not_a_hidden_layer_one():
+    torch.manual_seed(0)
+    generator = OutputActivationNet(torch.tanh, width=8)
+    with torch.no_grad():
+        generator.out.weight.mul_(40)
+    images = torch.rand(32, 8) * 2 - 1
+    record = _fit(generator, [(torch.randn(32, 8), images) for _ in range(3)], F.mse_loss, lr=1e-4)
+    [finding] = [f for f in gradscope.diagnose(record) if f.code == "saturation"]
+    assert finding.layers == ["out→tanh"] and finding.evidence["output"] is True and finding.severity == "warning"
+    assert "output activation `out→tanh` (F.tanh)" in finding.title and "after `out`" in finding.message
+    assert "pinned at -1 or +1" in finding.message and "not a hidden layer" in finding.message
+    assert "[-1, 1]" in finding.recommendation and "for name in ['out']" in finding.snippet
+    compile(finding.snippet, "<snippet>", "exec")
+
+
+def test_a_saturated_sigmoid_classifier_output_says_confident_predictions_and_logits():
+    torch.manual_seed(0)
+    model = OutputActivationNet(torch.sigmoid, width=1)
+    with torch.no_grad():
+        model.out.weight.mul_(60)
+    batches = [(torch.randn(32, 8), torch.randint(0, 2, (32, 1)).float()) for _ in range(3)]
+    record = _fit(model, batches, F.binary_cross_entropy, lr=1e-4)
+    [finding] = [f for f in gradscope.diagnose(record) if f.code == "saturation"]
+    assert finding.layers == ["out→sigmoid"] and finding.severity == "warning"
+    assert "confident" in finding.message and "BCEWithLogitsLoss" in finding.recommendation
+    compile(finding.snippet, "<snippet>", "exec")
+
+
+def test_a_healthy_model_with_a_final_sigmoid_raises_nothing():
+    torch.manual_seed(0)
+    model = OutputActivationNet(torch.sigmoid, width=1)
+    g = torch.Generator().manual_seed(3)
+    batches = []
+    for _ in range(8):
+        x = torch.randn(32, 8, generator=g)
+        batches.append((x, (x[:, :1] > 0).float()))
+    record = _fit(model, batches, F.binary_cross_entropy, lr=0.1)
+    assert record.series("act_saturation", "out→sigmoid") == [0.0] * 8  # measured, and calm
+    diagnosis = gradscope.diagnose(record)
+    assert diagnosis.at_least("warning") == []
+    assert "saturation" not in diagnosis.codes()
+
+
+class ReadAndReturned(nn.Module):
+    """The final tanh is also read by a layer: measured once, at that layer's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(8, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        return h, self.head(h)
+
+
+def test_a_final_activation_is_measured_once_when_a_module_or_a_layer_already_measured_it():
+    torch.manual_seed(0)
+    as_module = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.Sigmoid())
+    record = _fit(as_module, [(torch.randn(32, 8), torch.rand(32, 4))], F.mse_loss)
+    assert not [m for m in record.modules if m.type.startswith("F.")]
+    assert record.series("act_calls", "3") == [1.0]
+
+    model = ReadAndReturned()
+    record = _fit(model, [(torch.randn(32, 8), torch.rand(32, 16))], lambda out, y: F.mse_loss(out[0], y))
+    assert [m.name for m in record.modules if m.type.startswith("F.")] == ["fc→tanh"]
+    assert record.series("act_calls", "fc→tanh") == [1.0]
+
+
+def test_no_output_entry_without_functional_capture():
+    record = _fit(OutputActivationNet(), [(torch.randn(32, 8), torch.rand(32, 4))], F.mse_loss,
+                  functional_activations=False)
+    assert record.layers == ["fc1", "out"]

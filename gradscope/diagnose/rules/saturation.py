@@ -101,36 +101,73 @@ class Saturation(Rule):
         ] + findings
 
     def _output(self, record: RunRecord, info: ModuleInfo, settings: Mapping[str, Any]) -> Optional[Finding]:
-        """The model's output activation (a generator's Tanh, a classifier's Sigmoid): saturating can be
-        the goal when the targets sit at the bounds, so it is worded for an output and never an error."""
+        """The model's output activation (a generator's Tanh, a classifier's sigmoid, module or function):
+        saturating can be the goal when the targets sit at the bounds, so it is worded for an output and
+        never an error, and the advice is the output's (logits and a with-logits loss, the output range)."""
         value = median_of(record, "act_saturation", info.name)
         if value is None or value <= settings["warn_fraction"]:
             return None
         feeding = feeding_layers(record, [info.name])
+        last = f"`{feeding[0].name}`" if feeding else "the last layer"
         before = f" after `{feeding[0].name}`" if feeding else ""
+        meaning, advice, snippet = _output_reading(info, last)
+        init = ("# Xavier init of the output layer\n" + init_snippet(feeding, scheme="xavier")) if feeding else ""
         return Finding(
             code=self.code,
             severity="warning",
             title=f"The output activation `{info.name}` ({info.type}) is saturated: {percent(value)} of outputs at its bounds",
             message=(
                 f"{percent(value)} of the outputs of `{info.name}` ({info.type}){before}, the model's output "
-                "activation, lie in its flat region (thresholds in gradscope.statdefs). Unless the targets "
-                "themselves sit at the bounds, the outputs are pinned there and almost no gradient passes back "
-                "through them (a GAN generator whose Tanh saturates stops learning)."
+                f"activation, lie in its flat region (thresholds in gradscope.statdefs). {meaning} This is the "
+                "output, not a hidden layer: unless the targets themselves sit at the bounds, the cause is the "
+                f"scale of {last}'s outputs, not the depth of the network."
             ),
-            recommendation=(
-                "Initialise "
-                + (f"`{feeding[0].name}`" if feeding else "the last layer")
-                + " with a smaller scale (Xavier init) so its outputs start in the active range, lower the "
-                "learning rate if they drifted there, and check that the targets are scaled to the activation's "
-                "range (e.g. images normalised to [-1, 1] for a Tanh output)."
-            ),
-            snippet=code("# Xavier init of the output layer\n" + init_snippet(feeding, scheme="xavier")) if feeding else "",
+            recommendation=advice,
+            snippet=code(snippet, init),
             layers=[info.name],
             steps=list(record.steps),
             evidence={"saturated_fraction": {info.name: value}, "warn_fraction": settings["warn_fraction"], "output": True},
         )
 
+
+def _output_reading(info: ModuleInfo, last: str) -> tuple[str, str, str]:
+    """(what a saturated output of this kind means, what to do, a snippet) for the model's output activation."""
+    rescale = (
+        f"Initialise {last} with a smaller scale (Xavier init) so its outputs start in the active range, and "
+        "lower the learning rate if they drifted there."
+    )
+    if info.activation in ("sigmoid", "hardsigmoid"):
+        return (
+            "Read as probabilities, these are maximally confident predictions (below 0.01 or above 0.99): where one "
+            "is wrong, the gradient back through the sigmoid is nearly 0 (its derivative is below 0.0099 there), "
+            "so confidently wrong predictions are barely corrected, and BCELoss on them is clipped.",
+            "Return the logits and train with nn.BCEWithLogitsLoss (apply torch.sigmoid only to make predictions): "
+            "it takes the sigmoid inside the loss, so the gradient (sigmoid(z) - y) stays large exactly where a "
+            "prediction is confidently wrong. " + rescale,
+            _LOGITS_LOSS,
+        )
+    if info.activation in ("tanh", "hardtanh", "softsign"):
+        return (
+            "The outputs are pinned at -1 or +1 (a generator's pixels pure black or white) and pass almost no "
+            "gradient back (tanh' < 0.02 there), so those outputs stop learning: a GAN generator whose output "
+            "saturates stops improving.",
+            rescale + " Check that the targets are scaled to the activation's range (e.g. images normalised to "
+            "[-1, 1] for a tanh output, not [0, 255] or [0, 1]).",
+            _TARGET_RANGE,
+        )
+    return (
+        "Almost no gradient passes back through outputs in the flat region, so they stop learning.",
+        rescale + " Check that the targets are scaled to the activation's range.",
+        "",
+    )
+
+
+_LOGITS_LOSS = """# return the logits from forward(): no torch.sigmoid on the output
+loss = nn.BCEWithLogitsLoss()(model(x), y)  # the sigmoid, inside the loss, computed stably
+probabilities = torch.sigmoid(model(x))     # only to make predictions"""
+
+_TARGET_RANGE = """# targets in the output's range: images scaled to [-1, 1] for a tanh output
+images = images / 127.5 - 1.0  # from [0, 255]"""
 
 
 _NORMALIZE_INPUTS = """# normalise the inputs with statistics of the training set
