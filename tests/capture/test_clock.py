@@ -6,7 +6,10 @@ steps ended, which GradScaler skipped, which were never steps, and which are rec
 
 from __future__ import annotations
 
-from gradscope.capture.clock import Outcome, StepClock
+import pytest
+
+from gradscope.capture.clock import MAX_INTERVAL, Outcome, StepClock, check_budget
+from gradscope.errors import ConfigError
 
 
 def _plain_step(clock: StepClock, micro_batches: int = 1, params: int = 3):
@@ -147,3 +150,106 @@ def test_detach_forgets_the_step_in_progress():
     assert not clock.awaits_optimizer and clock.step == 0
     clock.attach()
     assert _plain_step(clock).first_since_attach
+
+
+# ---- budget=: the interval chosen from fed-in timings ---------------------------------------------
+def _budgeted_run(clock: StepClock, steps: int, plain: float, recorded_cost: float, between_cost: float = 0.0):
+    """Run `steps` steps through the clock, feeding it what a step of these costs would measure;
+    returns (the recorded steps, the interval in force at each, the slow-down the loop saw)."""
+    recorded, intervals, own_total = [], [], 0.0
+    for _ in range(steps):
+        own = recorded_cost if clock.recording else between_cost
+        timed = clock.timing
+        end = _plain_step(clock)
+        if end.recorded:
+            recorded.append(end.step)
+            intervals.append(clock.interval)
+        own_total += own
+        clock.step_timed(plain + own, own if timed else None)
+    return recorded, intervals, own_total / (steps * plain)
+
+
+def test_budget_records_every_step_when_recording_costs_less_than_the_budget():
+    clock = StepClock(budget=0.02)
+    recorded, intervals, slowdown = _budgeted_run(clock, 50, plain=0.1, recorded_cost=0.001)
+    assert recorded == list(range(50)) and set(intervals) == {1}
+    assert slowdown <= 0.02
+
+
+def test_budget_records_rarely_when_recording_is_expensive_and_keeps_the_loop_within_it():
+    clock = StepClock(budget=0.02)
+    recorded, intervals, slowdown = _budgeted_run(clock, 2000, plain=0.1, recorded_cost=0.05)
+    assert recorded[0] == 0  # the first step is always recorded
+    assert clock.interval == 25  # 0.05 s every 25th step of 0.1 s: 2 %
+    # It got there growing at most fourfold per decision (first steps are often slow for other reasons:
+    # decisions at step 0 and at the step after each recorded one) ...
+    assert recorded[:3] == [0, 16, 41] and intervals[:3] == [1, 16, 25]
+    # ... and stayed: a steady cadence, whose cost over the whole run is within the budget
+    assert set(intervals[2:]) == {25} and all(b - a == 25 for a, b in zip(recorded[1:], recorded[2:]))
+    assert slowdown <= 0.021
+
+
+def test_budget_counts_what_the_hooks_cost_between_recorded_steps():
+    without = StepClock(budget=0.02)
+    _budgeted_run(without, 400, plain=0.1, recorded_cost=0.05)
+    with_between = StepClock(budget=0.02)
+    _, _, slowdown = _budgeted_run(with_between, 2000, plain=0.1, recorded_cost=0.05, between_cost=0.001)
+    # (C - B) / (budget T - B) = 0.049 / 0.001: records about twice as rarely, and still keeps the budget
+    assert with_between.interval == 49 > without.interval
+    assert slowdown <= 0.021
+
+
+def test_budget_bounds_at_least_every_thousandth_step_and_every_as_the_shortest_interval():
+    costly = StepClock(budget=0.01)
+    recorded, _, _ = _budgeted_run(costly, 5000, plain=0.01, recorded_cost=10.0)  # 1000 steps' worth
+    assert costly.interval == MAX_INTERVAL and recorded[-2:] == [recorded[-2], recorded[-2] + MAX_INTERVAL]
+    # the hooks alone cost more than the budget between recorded steps: as rarely as allowed
+    hopeless = StepClock(budget=0.01)
+    _budgeted_run(hopeless, 3000, plain=0.1, recorded_cost=0.02, between_cost=0.002)
+    assert hopeless.interval == MAX_INTERVAL
+    cheap_but_every_5 = StepClock(every=5, budget=0.5)
+    recorded, intervals, _ = _budgeted_run(cheap_but_every_5, 30, plain=0.1, recorded_cost=0.001)
+    assert recorded == list(range(0, 30, 5)) and set(intervals) == {5}
+
+
+def test_budget_interval_falls_back_when_recording_gets_cheaper_at_most_halving():
+    clock = StepClock(budget=0.02)
+    _budgeted_run(clock, 1000, plain=0.1, recorded_cost=0.08)
+    assert clock.interval == 40
+    recorded, intervals, _ = _budgeted_run(clock, 1000, plain=0.1, recorded_cost=0.01)
+    assert clock.interval == 5
+    falling = [i for i in intervals if i < 40]
+    assert all(b >= a // 2 for a, b in zip(intervals, intervals[1:]))  # never more than halved at once
+    assert falling[0] == 20 and falling[-1] == 5
+
+
+def test_a_slow_step_does_not_move_the_interval():
+    clock = StepClock(budget=0.02)
+    _budgeted_run(clock, 1000, plain=0.1, recorded_cost=0.05)
+    assert clock.interval == 25
+    clock.forward(training=True)  # one recorded step far slower than the rest (a checkpoint save, a GC)
+    _budgeted_run(clock, 1, plain=0.1, recorded_cost=5.0)
+    _budgeted_run(clock, 200, plain=0.1, recorded_cost=0.05)
+    assert clock.interval == 25
+
+
+def test_bad_budgets_are_refused_naming_the_field():
+    for bad in (0, -0.1, 1.5, float("nan"), float("inf"), "0.02", True):
+        with pytest.raises(ConfigError, match=r"`budget` must be a number above 0 and at most 1"):
+            check_budget(bad)
+    check_budget(1)
+    check_budget(None)
+
+
+def test_without_a_budget_nothing_is_timed():
+    clock = StepClock(every=3)
+    assert not clock.timing
+    clock.step_timed(1.0, 0.5)  # ignored: every=N decides
+    assert [_plain_step(clock).recorded for _ in range(6)] == [True, False, False, True, False, False]
+
+
+def test_a_slow_first_recorded_step_counts_only_until_another_is_measured():
+    clock = StepClock(budget=0.02)
+    _budgeted_run(clock, 1, plain=0.1, recorded_cost=5.0)  # step 0: a first call, 100 times dearer
+    recorded, intervals, _ = _budgeted_run(clock, 200, plain=0.1, recorded_cost=0.05)
+    assert recorded[:2] == [16, 41] and set(intervals) == {16, 25}
