@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class RunRecord:
     modules: list[ModuleInfo] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)  # the recorded step indices
     skipped_steps: list[int] = field(default_factory=list)  # steps GradScaler skipped (non-finite grads)
+    # budget=: the recording interval in force at each recorded step (one per step, as `steps`),
+    # chosen from gradscope's measured cost; empty when every=N chose the steps (meta.every).
+    intervals: list[int] = field(default_factory=list)
     layer_stats: dict[str, dict[str, Column]] = field(default_factory=dict)
     param_stats: dict[str, dict[str, Column]] = field(default_factory=dict)
     scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # run.log(...): (step, value)
@@ -115,16 +118,20 @@ class RunRecord:
         skipped: bool = False,
         *,
         measured: bool = False,
+        interval: Optional[int] = None,
     ) -> None:
         """Add one recorded step; names or statistics missing from the dicts read as None.
 
         `measured=True`: the values are statistics a watch reduced in float32 on the device;
         they are kept at that precision (`measured_precision`), as the run store keeps them.
+        `interval`: the recording interval a budget had chosen (see `intervals`).
         """
         index = len(self.steps)
         self.steps.append(step)
         if skipped:
             self.skipped_steps.append(step)
+        if interval is not None:
+            self.intervals.append(interval)
         _append_column(self.layer_stats, layer_values, index, measured)
         _append_column(self.param_stats, param_values, index, measured)
 
@@ -142,6 +149,7 @@ class RunRecord:
             "modules": [asdict(m) for m in self.modules],
             "steps": list(self.steps),
             "skipped_steps": list(self.skipped_steps),
+            "intervals": list(self.intervals),
             "layer_stats": _tables_to_lists(self.layer_stats),
             "param_stats": _tables_to_lists(self.param_stats),
             "scalars": {k: [[s, v] for s, v in pairs] for k, pairs in self.scalars.items()},
@@ -170,6 +178,7 @@ class RunRecord:
                 modules=[ModuleInfo(**m) for m in data["modules"]],
                 steps=[int(s) for s in data["steps"]],
                 skipped_steps=[int(s) for s in data["skipped_steps"]],
+                intervals=[int(n) for n in data.get("intervals", [])],  # absent before budget= existed
                 layer_stats=_tables_from_lists(from_json_value(data["layer_stats"])),
                 param_stats=_tables_from_lists(from_json_value(data["param_stats"])),
                 scalars={k: [(int(s), from_json_value(v)) for s, v in pairs] for k, pairs in data["scalars"].items()},
@@ -188,6 +197,8 @@ class RunRecord:
 
     def _validate(self) -> None:
         n = len(self.steps)
+        if self.intervals and len(self.intervals) != n:
+            raise ValueError(f"{len(self.intervals)} recording intervals for {n} recorded steps")
         for table in (self.layer_stats, self.param_stats):
             for name, stats in table.items():
                 for stat, values in stats.items():

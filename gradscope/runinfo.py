@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+# How the note that budget= writes into `RunMeta.notes` begins (reports show it beside the step range).
+BUDGET_NOTE_START = "Overhead budget "
+
 
 @dataclass
 class ModuleInfo:

@@ -15,7 +15,9 @@ Layout (`STORE_SCHEMA_VERSION`):
   (unset: None); `wide_blob`, when not NULL, int32 columns followed by their float64 values
   for the few values float32 would change (see `record.measured_precision`). Columns added
   to the catalog after a row was written read as None in that row.
-- `skipped_steps(seq, step)`, `scalar_names(id, name)`, `scalars(name_id, seq, step, value)`
+- `skipped_steps(seq, step)`; `step_intervals(seq, step, interval)` (budget=: the recording
+  interval in force at each recorded step; a store written before it existed lacks the table,
+  and reads as having none), `scalar_names(id, name)`, `scalars(name_id, seq, step, value)`
   (`value` NULL: NaN).
 
 Writing happens off the training thread: `StoreWriter.append_step` packs a row (the only
@@ -82,12 +84,14 @@ CREATE TABLE steps (
     measured_blob BLOB NOT NULL, wide_blob BLOB
 );
 CREATE TABLE skipped_steps (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL);
+CREATE TABLE step_intervals (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, interval INTEGER NOT NULL);
 CREATE TABLE scalar_names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE scalars (
     name_id INTEGER NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, value REAL, PRIMARY KEY (name_id, seq)
 ) WITHOUT ROWID;
 """
 _TABLES = ("info", "modules", "names", "series", "steps", "skipped_steps", "scalar_names", "scalars")
+_OPTIONAL_TABLES = ("step_intervals",)  # added later within store schema 1: older stores lack them
 
 
 def is_store_file(path: Path) -> bool:
@@ -184,6 +188,7 @@ class StoreWriter:
         skipped: bool = False,
         *,
         measured: bool = False,
+        interval: Optional[int] = None,
     ) -> None:
         """As `RunRecord.append_step`: the step's row is packed here and committed by the writer thread."""
         columns: list[int] = []
@@ -205,13 +210,20 @@ class StoreWriter:
         row[columns] = numbers
         present = np.zeros(self._catalog.width, bool)
         present[columns] = True
-        self.append_packed(step, row, present, skipped, measured=measured)
+        self.append_packed(step, row, present, skipped, measured=measured, interval=interval)
 
     def append_packed(
-        self, step: int, values: np.ndarray, present: np.ndarray, skipped: bool = False, *, measured: bool = False
+        self,
+        step: int,
+        values: np.ndarray,
+        present: np.ndarray,
+        skipped: bool = False,
+        *,
+        measured: bool = False,
+        interval: Optional[int] = None,
     ) -> None:
         """Add a step whose values are already in catalog order: float64 `values` (NaN where not
-        measured), `present` the mask of measured ones. `measured` as in `append_step`."""
+        measured), `present` the mask of measured ones. `measured`, `interval` as in `append_step`."""
         if measured:
             values = measured_precision(values)
         value_blob, measured_blob, wide_blob = pack_row(values, present)
@@ -220,6 +232,8 @@ class StoreWriter:
         if skipped:
             self.skipped_steps.append(step)
             self._put("INSERT INTO skipped_steps (step) VALUES (?)", (step,))
+        if interval is not None:
+            self._put("INSERT INTO step_intervals (step, interval) VALUES (?, ?)", (step, interval))
         self._maybe_refresh_header()
 
     def add_series(self, kind: str, name: str, stat: Optional[str]) -> Optional[int]:
@@ -467,7 +481,7 @@ def _create_schema(connection: sqlite3.Connection, replace: bool) -> None:
     connection.execute("BEGIN IMMEDIATE")
     try:
         if replace:  # one transaction: a reader sees the old run or the new one, never a mix
-            for table in _TABLES:
+            for table in _TABLES + _OPTIONAL_TABLES:
                 connection.execute(f"DROP TABLE IF EXISTS {table}")
         for statement in _SCHEMA.split(";"):
             if statement.strip():
@@ -516,8 +530,9 @@ def write_store(record: Any, path: str | os.PathLike[str]) -> Path:
         n = len(record.steps)
         matrix = np.stack([v for v, _ in columns], axis=1) if columns else np.zeros((n, 0))
         mask = np.stack([m for _, m in columns], axis=1) if columns else np.zeros((n, 0), bool)
+        intervals = record.intervals if len(record.intervals) == n else [None] * n
         for index, step in enumerate(record.steps):
-            writer.append_packed(step, matrix[index], mask[index])
+            writer.append_packed(step, matrix[index], mask[index], interval=intervals[index])
         writer._queue.extend(("INSERT INTO skipped_steps (step) VALUES (?)", (s,)) for s in record.skipped_steps)
         for name, pairs in record.scalars.items():
             name_id = len(writer._scalar_ids)
@@ -677,6 +692,12 @@ def _read_record(connection: sqlite3.Connection) -> dict[str, Any]:
             column = Column.from_arrays(values[col], measured[col])
         (layer_stats if kind == "layer" else param_stats).setdefault(name, {})[stat] = column
     skipped = [r[0] for r in connection.execute("SELECT step FROM skipped_steps ORDER BY seq")]
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    intervals = []
+    if "step_intervals" in tables:
+        intervals = [r[0] for r in connection.execute("SELECT interval FROM step_intervals ORDER BY seq")]
+    if intervals and len(intervals) != len(steps):  # committed with their steps: only a damaged store differs
+        raise ValueError(f"{len(intervals)} recording intervals for {len(steps)} recorded steps")
     names = dict(connection.execute("SELECT id, name FROM scalar_names ORDER BY id").fetchall())
     scalars: dict[str, list[tuple[int, float]]] = {name: [] for name in names.values()}
     for name_id, step, value in connection.execute("SELECT name_id, step, value FROM scalars ORDER BY name_id, seq"):
@@ -686,6 +707,7 @@ def _read_record(connection: sqlite3.Connection) -> dict[str, Any]:
         "modules": modules,
         "steps": steps,
         "skipped_steps": skipped,
+        "intervals": intervals,
         "layer_stats": layer_stats,
         "param_stats": param_stats,
         "scalars": scalars,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
+from time import perf_counter
 from typing import Any, Callable, Optional
 
 import torch
@@ -76,23 +77,55 @@ class HookErrors:
         return list(self._errors.values())
 
 
+class HookTimer:
+    """The seconds gradscope's hook bodies took on the training thread, summed while `active`
+    (budget=: only on the steps the clock times, so the other steps pay one attribute read).
+
+    On a GPU this is CPU time spent queueing gradscope's kernels and reading the one copy per
+    recorded step: the cost to the training thread, which is what slows the loop while the
+    kernels of the step run asynchronously.
+    """
+
+    __slots__ = ("active", "seconds", "started")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.seconds = 0.0
+        self.started: Optional[float] = None  # set while a timed hook body runs
+
+    def take(self, now: float) -> float:
+        """The seconds since the last take, a hook body running now included up to `now`."""
+        seconds, self.seconds = self.seconds, 0.0
+        if self.started is not None:
+            seconds += now - self.started
+            self.started = now  # the rest of that body counts towards the next take
+        return seconds
+
+
 class Hook:
     """A callable registered on the user's objects: runs `fn`, records its exceptions in
     `errors` under `where`, and always returns None (a tensor hook leaves the gradient as is).
+    With an active `timer`, the time the body takes is added to it.
 
     Copies of the model carry an inert stand-in: a `copy.deepcopy` (EMA models) never writes
     into this run's statistics, and `torch.save(model)` while watched pickles a no-op.
     """
 
-    __slots__ = ("where", "fn", "errors", "compile_state")
+    __slots__ = ("where", "fn", "errors", "compile_state", "timer")
 
     def __init__(
-        self, where: str, fn: Callable[..., Any], errors: HookErrors, compile_state: Optional[CompileState] = None
+        self,
+        where: str,
+        fn: Callable[..., Any],
+        errors: HookErrors,
+        compile_state: Optional[CompileState] = None,
+        timer: Optional[HookTimer] = None,
     ) -> None:
         self.where = where
         self.fn = fn
         self.errors = errors
         self.compile_state = compile_state
+        self.timer = timer
 
     def __call__(self, *args: Any) -> None:
         if _is_compiling():  # Dynamo is tracing this call (a compiled forward)
@@ -108,10 +141,25 @@ class Hook:
         return self.run(*args)
 
     def run(self, *args: Any) -> None:
+        timer = self.timer
+        if timer is not None and timer.active and timer.started is None:
+            return self._timed(timer, args)
         try:
             self.fn(*args)
         except Exception as exc:  # noqa: BLE001 - observation must never break training
             self.errors.add(self.where, exc)
+        return None
+
+    def _timed(self, timer: HookTimer, args: tuple) -> None:
+        timer.started = perf_counter()
+        try:
+            self.fn(*args)
+        except Exception as exc:  # noqa: BLE001 - observation must never break training
+            self.errors.add(self.where, exc)
+        finally:
+            if timer.started is not None:
+                timer.seconds += perf_counter() - timer.started
+            timer.started = None
         return None
 
     def __deepcopy__(self, memo: dict) -> Callable[..., None]:

@@ -20,6 +20,7 @@ from ..errors import GradscopeError
 from ..measure import StepValues
 from ..model_tree import WatchedModule
 from ..record import ModuleInfo, RunMeta, RunRecord
+from ..runinfo import BUDGET_NOTE_START
 from ..store import StoreWriter
 from ..version import __version__
 
@@ -103,9 +104,15 @@ def check_open(record: Union[RunRecord, StoreWriter]) -> None:
 
 
 def write_step(
-    record: Union[RunRecord, StoreWriter], watched: list[WatchedModule], step: int, values: StepValues, skipped: bool
+    record: Union[RunRecord, StoreWriter],
+    watched: list[WatchedModule],
+    step: int,
+    values: StepValues,
+    skipped: bool,
+    interval: Optional[int] = None,
 ) -> None:
-    """The one place where a recorded step's values reach the record."""
+    """The one place where a recorded step's values reach the record; `interval`: the recording
+    interval a budget had chosen when this step was recorded (None: every=N chose it)."""
     layer_values = {}
     params = [pname for w in watched for pname, _ in w.params]
     for w in watched:
@@ -114,7 +121,7 @@ def write_step(
             stats.update(values.gradient_stats([pname for pname, _ in w.params]))
         layer_values[w.name] = stats
     param_values = {} if skipped else {pname: values.gradient_stats([pname]) for pname in params}
-    record.append_step(step, layer_values, param_values, skipped=skipped, measured=True)
+    record.append_step(step, layer_values, param_values, skipped=skipped, measured=True, interval=interval)
     if values.rank_grad_norms and not skipped:
         record.log_scalar(step, "grad_norm_rank_max", max(values.rank_grad_norms))
         record.log_scalar(step, "grad_norm_rank_min", min(values.rank_grad_norms))
@@ -125,6 +132,33 @@ def add_notes(record: RunRecord, notes: list[str]) -> None:
     for note in notes:
         if note not in record.meta.notes:
             record.meta.notes.append(note)
+
+
+def note_budget(record: Union[RunRecord, StoreWriter], chooser: Any) -> None:
+    """What budget= chose and why, in the notes (replacing the last refresh's) and the options."""
+    cost, between = chooser.cost_in_steps()
+    steps, recorded = chooser.steps, chooser.recorded_steps
+    mean = steps / recorded if recorded else 0.0
+    note = (
+        f"{BUDGET_NOTE_START}{chooser.budget * 100:g} %: recorded {recorded} of {steps} steps, every {mean:.1f}th on "
+        f"average (the interval was {chooser.min_interval} at step 0 and {chooser.interval} at the end). gradscope's own "
+        f"cost was about {cost:.2f} of a plain step when recording and {between:.3f} between recorded steps"
+    )
+    if between > chooser.budget:
+        note += (
+            f"; its hooks alone cost more than the budget between recorded steps, so it recorded as rarely as "
+            f"allowed (at least every {chooser.max_interval}th step)"
+        )
+    note += (
+        ". Measured on the training thread with time.perf_counter: the time in gradscope's hooks against the time "
+        "from one step's end to the next (on a GPU, the CPU time spent queueing its kernels and reading its one copy "
+        "per recorded step, which is what slows the loop)."
+    )
+    notes = record.meta.notes
+    notes[:] = [n for n in notes if not n.startswith(BUDGET_NOTE_START)] + [note]
+    record.meta.options["budget_interval"] = {
+        "first": chooser.min_interval, "last": chooser.interval, "widest": chooser.widest, "mean": round(mean, 2)
+    }
 
 
 NO_OPTIMIZER_NOTE = "Gradients were read after each backward (no optimizer given): update_ratio is unavailable."

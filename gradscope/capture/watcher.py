@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 import weakref
+from time import perf_counter
 from typing import Any, Callable, Iterable, Optional
 
 import torch
@@ -27,13 +28,14 @@ from ..measure import SAMPLING_NOTE, StepAccumulator
 from ..model_tree import WatchedModule, is_weight_layer, select_modules, unwrap
 from ..record import RunRecord
 from . import meta
-from .clock import StepClock, StepEnd
+from .clock import StepClock, StepEnd, check_budget
 from .hooks import (
     BackwardEnd,
     CompileState,
     GradientSentinel,
     Hook,
     HookErrors,
+    HookTimer,
     ScalerSkips,
     first_floating_tensor,
     in_backward,
@@ -60,6 +62,7 @@ class Watcher:
         optimizer: Optional[torch.optim.Optimizer] = None,
         *,
         every: int = 1,
+        budget: Optional[float] = None,
         include: Optional[str | Iterable[str]] = None,
         exclude: Optional[str | Iterable[str]] = None,
         activations: bool = True,
@@ -74,6 +77,7 @@ class Watcher:
             raise GradscopeError(f"gradscope.watch needs a torch.nn.Module, got {type(model).__name__}.")
         if not isinstance(every, int) or every < 1:
             raise GradscopeError(f"every must be a positive integer (record every Nth step), got {every!r}.")
+        check_budget(budget)
         self.model = unwrap(model)
         if optimizer is not None:  # the torch optimizer inside accelerate's, Lightning's, DeepSpeed's wrappers
             optimizer, carried_scaler = unwrap_optimizer(optimizer)
@@ -96,7 +100,12 @@ class Watcher:
         self._sharded = distributed and any(is_sharded(p) for _, p in self._params)  # FSDP2
         # DDP: each rank's gradient norm before averaging, a sign of unevenly split data
         self._rank_spread = self._ranks is not None and not self._ranks.sharded and gradients and optimizer is not None
-        self._clock = StepClock(every, has_optimizer=optimizer is not None)
+        self._clock = StepClock(every, has_optimizer=optimizer is not None, budget=budget)
+        self.budget = budget
+        # budget=: the seconds of each step, end to end, and of gradscope's hooks in the timed ones
+        self._timer = HookTimer() if budget is not None else None
+        self._step_boundary = 0.0
+        self._recorded_steps = 0
         self._errors = HookErrors(lambda: self._clock.step)
         self._compile_state = CompileState()
         self._forward_unseen = False  # steps ended without any forward hook having run
@@ -118,8 +127,9 @@ class Watcher:
         self._functional: dict[str, tuple[WatchedModule, OutputProbe]] = {}  # by the reading layer
         self._last_weight_layer: Optional[str] = None  # the Linear/Conv that ran last in this forward
         self._step_nodes: dict[int, Any] = {}  # autograd nodes of activations measured this step
+        budget_option = {} if budget is None else {"budget": budget}
         header = meta.run_meta(
-            self.model, optimizer, every=every, include=include, exclude=exclude, activations=activations,
+            self.model, optimizer, every=every, **budget_option, include=include, exclude=exclude, activations=activations,
             gradients=gradients, update_ratio=self.update_ratio, scaler=self.scaler is not None, world_size=self._world,
         )
         # Last: a bad path raises before anything else is set up. Only rank 0 writes a store.
@@ -131,6 +141,10 @@ class Watcher:
             raise GradscopeError("This Watcher is already attached; call detach() first.")
         meta.check_open(self._record)
         self._clock.attach()
+        if self._timer is not None:  # time away from the loop (detached) is no step's
+            self._timer.take(perf_counter())
+            self._timer.active = self._clock.timing
+            self._step_boundary = perf_counter()
         try:
             self._register_hooks()
         except BaseException:
@@ -189,6 +203,12 @@ class Watcher:
         """Number of training steps seen so far (optimizer steps, skipped ones included)."""
         return self._clock.step
 
+    @property
+    def recorded_steps(self) -> int:
+        """Number of steps recorded so far (every=N or budget= chose them): cheap to poll each
+        step to learn whether a recorded step has ended since the last look."""
+        return self._recorded_steps
+
     def log(self, **scalars: float) -> None:
         """Log named scalars (loss=..., val_loss=...) for the current step.
 
@@ -222,7 +242,7 @@ class Watcher:
             self._handles += register_step_hooks(self.optimizer, pre, self._hook("optimizer-step", self._on_optimizer_post_step))
 
     def _hook(self, where: str, fn: Callable[..., Any], compiled: bool = False) -> Hook:
-        return Hook(where, fn, self._errors, self._compile_state if compiled else None)
+        return Hook(where, fn, self._errors, self._compile_state if compiled else None, self._timer)
 
     def _remove_hooks(self) -> None:
         for handle in self._handles + self._step_handles:
@@ -390,8 +410,12 @@ class Watcher:
                 accumulator, self._accumulator = self._accumulator, StepAccumulator()
                 self._window_start = None
                 values = accumulator.flush(self._ranks)
+                self._recorded_steps += 1
                 if self._keeps_statistics:
-                    meta.write_step(self._record, self._watched + self._functional_entries, end.step, values, end.skipped)
+                    interval = self._clock.interval if self.budget is not None else None
+                    meta.write_step(
+                        self._record, self._watched + self._functional_entries, end.step, values, end.skipped, interval
+                    )
             else:
                 self._accumulator.end_unrecorded_step()
                 if self.optimizer is not None:  # a later step may turn out void and roll back to here
@@ -401,6 +425,19 @@ class Watcher:
             self._step_nodes = {}
             self._sentinel.clear()
             self._local_norms = {}
+            if self._timer is not None and not end.void:
+                self._time_step()
+
+    def _time_step(self) -> None:
+        """budget=: tell the clock how long the step that just ended took, end to end, and how
+        long gradscope's hooks took in it if it was timed (its flush included: this runs last)."""
+        timer = self._timer
+        now = perf_counter()
+        timed = timer.active
+        own = timer.take(now)
+        wall, self._step_boundary = now - self._step_boundary, now
+        self._clock.step_timed(wall, own if timed else None)
+        timer.active = self._clock.timing
 
     @property
     def _functional_entries(self) -> list[WatchedModule]:
@@ -432,12 +469,16 @@ class Watcher:
             self._world, self._rank, self._ranks, self._forward_unseen, state.traced, state.fullgraph
         )
         meta.add_notes(self._record, notes)
+        if self._clock.chooser is not None:
+            meta.note_budget(self._record, self._clock.chooser)
 
 
 def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, **options: Any) -> Watcher:
     """A Watcher for `model`; use it in a `with` block, which attaches and detaches it.
 
-    Options: every=N (record every Nth step), include=/exclude= (regexes on module names),
+    Options: every=N (record every Nth step), budget=F (record as often as costs at most the
+    fraction F of the training time, e.g. 0.02: gradscope times its own hooks against the step
+    time and chooses the interval; every=N is then the shortest interval), include=/exclude= (regexes on module names),
     activations=True, gradients=True, update_ratio=True, process_group=None (the ranks that
     train the model together; by default all ranks when the model is DDP-wrapped or FSDP2-sharded),
     scaler=None (the GradScaler of an AMP loop), path=None (a run store file, e.g. "runs/exp1.gsrun":

@@ -14,6 +14,7 @@ from ..diagnose.finding import SEVERITIES, SKIPPED, Diagnosis, Finding
 from ..diagnose.reading import SUMMARY_DESCRIPTION, layer_summary
 from ..number_format import compact, percent
 from ..record import RunRecord
+from ..runinfo import BUDGET_NOTE_START
 
 # (header, statistic, formatter): each the number the findings quote (reading.layer_summary). Two-line
 # headers keep the columns as narrow as their numbers, leaving the width to the layer names.
@@ -32,14 +33,15 @@ _ALIGN = ("left", "left", "left", *["right"] * len(COLUMNS))
 
 def render_text(record: RunRecord, diagnosis: Diagnosis, width: int = 100) -> str:
     """The whole report, lines at most `width` characters (long snippet lines aside)."""
-    parts = [_header(record), _table(record, diagnosis, width), _findings(diagnosis, width)]
+    parts = [_header(record, width), _table(record, diagnosis, width), _findings(diagnosis, width)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def _header(record: RunRecord) -> str:
+def _header(record: RunRecord, width: int) -> str:
     meta = record.meta
     steps = record.steps
-    span = f"steps {steps[0]}..{steps[-1]} ({len(steps)} recorded, every {meta.every})" if steps else "no steps recorded"
+    chosen = "chosen by an overhead budget" if record.intervals else f"every {meta.every}"
+    span = f"steps {steps[0]}..{steps[-1]} ({len(steps)} recorded, {chosen})" if steps else "no steps recorded"
     source = "at optimizer.step" if meta.grad_source == "optimizer" else "after each backward"
     lines = [
         f"gradscope report: {meta.model_class or 'model'}, {compact(meta.num_params)} parameters "
@@ -49,6 +51,9 @@ def _header(record: RunRecord) -> str:
     ]
     if record.skipped_steps:
         lines.append(f"GradScaler skipped steps: {_short_list(record.skipped_steps)}")
+    for note in meta.notes:
+        if note.startswith(BUDGET_NOTE_START):  # which steps were recorded, and why
+            lines += _wrap(note, width, "")
     return "\n".join(lines)
 
 
