@@ -40,6 +40,14 @@ _positive = click.IntRange(min=1)
 @click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS.seed, show_default=True, help="Seed for torch, random, numpy and the synthesized data.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=_DEFAULTS.device, show_default=True)
 @click.option("--every", type=_positive, default=_DEFAULTS.every, show_default=True, help="Record every Nth step.")
+@click.option(
+    "--budget",
+    type=float,
+    default=None,
+    metavar="FRACTION",
+    help="Record as often as costs at most this fraction of the training step time (e.g. 0.02 for 2 %): gradscope "
+    "times itself and chooses the interval; --every is then the shortest interval [default: every --every-th step].",
+)
 @click.option("--val-every", type=_positive, default=None, help="Evaluate val_data every Nth step [default: about ten times, evenly spaced].")
 @click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip the total gradient norm at this value [default: the file's clip_grad_norm, else no clipping].")
 @click.option("--input-shape", metavar="SHAPE", default=None, help="One input sample's shape without the batch dimension, e.g. 3x32x32.")
@@ -71,6 +79,7 @@ def analyze_command(
     seed: int,
     device: str,
     every: int,
+    budget: Optional[float],
     val_every: Optional[int],
     clip: Optional[float],
     input_shape: Optional[str],
@@ -111,6 +120,7 @@ def analyze_command(
             seed=seed,
             device=device,
             every=every,
+            budget=budget,
             val_every=val_every,
             clip=clip,
             input_shape=parse_input_shape(input_shape),

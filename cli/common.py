@@ -61,7 +61,7 @@ def run_guarded(debug: bool, body: Callable[[], int]) -> None:
 # them; a user of the CLI knows them as these flags.
 FLAG_OF_FIELD = {
     "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "optimizer": "--optimizer", "seed": "--seed",
-    "device": "--device", "every": "--every", "val_every": "--val-every", "clip": "--clip",
+    "device": "--device", "every": "--every", "budget": "--budget", "val_every": "--val-every", "clip": "--clip",
     "input_shape": "--input-shape", "config": "--config",
     "data": "--data", "json": "--json", "html": "--html", "png_dir": "--png", "fixes_json": "--fixes-json",
 }

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..capture import watch
+from ..capture.clock import check_budget
 from ..errors import ConfigError, GradscopeError, ModelFileError
 from ..record import RunRecord
 from .batches import (
@@ -55,7 +56,8 @@ class AnalyzeConfig:
     optimizer: Optional[str] = None  # "sgd" | "adam"; None: make_optimizer from the file, else SGD (momentum 0.9)
     seed: int = 0
     device: str = "cpu"
-    every: int = 1  # record every Nth step
+    every: int = 1  # record every Nth step (with budget: the shortest interval)
+    budget: Optional[float] = None  # record as often as costs at most this fraction of the step time
     val_every: Optional[int] = None  # evaluate val_data every Nth step; None: about ten times, evenly spaced
     clip: Optional[float] = None  # clip the gradient norm at this; None: the file's clip_grad_norm, else no clipping
     input_shape: Optional[tuple[int, ...]] = None  # one sample, without the batch dimension
@@ -66,6 +68,7 @@ class AnalyzeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_budget(self.budget)
         if self.val_every is not None and (
             not isinstance(self.val_every, int) or isinstance(self.val_every, bool) or self.val_every < 1
         ):
@@ -163,7 +166,7 @@ def train_model_file(
     if source.kind == "synthetic":
         notes.append("Targets were random (see gradscope.analyze.batches): the losses say nothing about generalization.")
 
-    with watch(model, optimizer=recipe.optimizers[0], every=config.every) as run:
+    with watch(model, optimizer=recipe.optimizers[0], every=config.every, budget=config.budget) as run:
         train_watched(model, model_file, source, recipe, loss, config, [run], progress, changes)
 
     record = run.record

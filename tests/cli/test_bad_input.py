@@ -295,6 +295,23 @@ def test_bad_option_values_exit_2(gradscope_cli, tmp_path, model_file):
     assert_user_error(gradscope_cli("analyze", path, *FAST, "--input-shape", "3xbig"), "--input-shape", "3x32x32")
 
 
+def test_bad_budgets_name_the_flag_and_write_nothing(gradscope_cli, tmp_path, model_file):
+    path = model_file(TINY_MODEL)
+    for bad in ("0", "-0.5", "1.5", "nan"):
+        _analyze_fails(gradscope_cli, tmp_path, path, "--budget must be a number above 0 and at most 1", extra=("--budget", bad))
+    not_a_number = gradscope_cli("analyze", path, *FAST, "--budget", "2%")
+    assert not_a_number.exit_code == 2 and "--budget" in not_a_number.stderr and "Traceback" not in not_a_number.stderr
+
+
+def test_budget_chooses_the_recorded_steps_of_analyze(gradscope_cli, tmp_path, model_file):
+    outcome = gradscope_cli("analyze", model_file(TINY_MODEL), "--steps", "30", "--budget", "0.02", "--json", tmp_path / "run.json")
+    assert outcome.exit_code == 0, outcome.stderr
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["meta"]["options"]["budget"] == 0.02
+    assert record["steps"][0] == 0 and 1 < len(record["steps"]) < 30 and len(record["intervals"]) == len(record["steps"])
+    assert "chosen by an overhead budget" in outcome.stdout and "Overhead budget 2 %" in outcome.stdout
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is available here")
 def test_cuda_requested_without_a_gpu(gradscope_cli, tmp_path, model_file):
     assert_user_error(gradscope_cli("analyze", model_file(TINY_MODEL), *FAST, "--device", "cuda"), "CUDA", "--device cpu")

@@ -17,7 +17,7 @@ def test_fields_become_flags_and_other_backticked_names_stay():
 def test_every_field_the_analyze_config_checks_has_a_flag():
     from gradscope.analyze import AnalyzeConfig
 
-    for bad in (dict(steps=0), dict(batch_size=0), dict(every=0), dict(lr=-1.0), dict(seed=-1), dict(device="tpu")):
+    for bad in (dict(steps=0), dict(batch_size=0), dict(every=0), dict(budget=0), dict(lr=-1.0), dict(seed=-1), dict(device="tpu")):
         try:
             AnalyzeConfig(**bad).validate()
         except ConfigError as exc:
