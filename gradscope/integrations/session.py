@@ -77,7 +77,7 @@ class WatchSession:
         self.notes: list[str] = []  # what the callback noticed about the run, for record.meta.notes
         self.record: Optional[RunRecord] = None
         self.diagnosis: Optional[Diagnosis] = None
-        self._steps_seen = 0  # watcher.step at the last look
+        self._recorded_ended = 0  # watcher.recorded_steps at the last look
         self._recorded_seen = 0  # recorded steps already summarised
         self._next_check = 1  # fail_on: diagnose when the record reaches this many steps
 
@@ -94,22 +94,21 @@ class WatchSession:
         self.watcher = Watcher(model, optimizer, every=self.every, **options).attach()
         self.record = None
         self.diagnosis = None
-        self._steps_seen = self._recorded_seen = 0
+        self._recorded_ended = self._recorded_seen = 0
         self._next_check = 1
         return self.watcher
 
     def new_summaries(self) -> list[tuple[int, dict[str, float]]]:
         """(step, summary scalars) of each step recorded since the last call; checks fail_on.
 
-        Cheap between recorded steps: the record is only read when the watcher's step count says a
-        recorded step has ended.
+        Cheap between recorded steps: the record is only read when the watcher's count of recorded
+        steps says one has ended (every=N or budget= chose it).
         """
         watcher = self.watcher
-        if watcher is None or watcher.step == self._steps_seen:
+        if watcher is None or watcher.recorded_steps == self._recorded_ended:
             return []
-        ended = range(self._steps_seen, watcher.step)
-        self._steps_seen = watcher.step
-        if not any(step % self.every == 0 for step in ended) or not watcher.is_main_process:
+        self._recorded_ended = watcher.recorded_steps
+        if not watcher.is_main_process:
             return []
         record = watcher.record
         fresh = [(record.steps[i], summary_scalars(record, i)) for i in range(self._recorded_seen, len(record.steps))]

@@ -115,3 +115,19 @@ def test_fail_on_error_stops_the_fit_with_a_clear_message(tmp_path):
     assert all_hooks(module) == hooks_before  # detached on the exception too
     assert "vanishing-gradients" in callback.diagnosis.codes()
     assert len(callback.record.steps) < STEPS  # stopped early, not at the end
+
+
+def test_budget_through_the_callback_logs_the_summaries_of_the_steps_it_recorded(tmp_path):
+    torch.manual_seed(0)
+    module = Classifier(deep_sigmoid())
+    hooks_before = all_hooks(module)
+    callback = GradscopeCallback(budget=0.02, path=tmp_path / "run.gsrun")
+    trainer = _fit(module, callback, batches(STEPS * ACCUMULATE), tmp_path)
+    record = callback.record
+    # A recorded step of this tiny model costs about a step: far above 2 %, so few are recorded.
+    assert record.steps[0] == 0 and len(record.steps) < STEPS and len(record.intervals) == len(record.steps)
+    assert any(n.startswith("Overhead budget 2 %") for n in record.meta.notes)
+    with open(trainer.logger.log_dir + "/metrics.csv", newline="") as handle:
+        logged = [int(r["step"]) for r in csv.DictReader(handle) if r.get("gradscope/grad_norm_total")]
+    assert logged == record.steps  # the callback learned which steps were recorded from the watcher
+    assert all_hooks(module) == hooks_before
