@@ -11,6 +11,9 @@ times on a shared machine mean little; run it a few times and read the ranges). 
 - gradscope every=1: all default statistics every step (the cost to bring down);
 - every=10, every=100: the mean over whole windows (recorded steps included); for every=100
   also the median, which is the cost of a step between recorded steps (it should be 1.00x);
+- budget=0.02: gradscope chooses the interval from its measured cost; the mean over all its
+  steps (blocks ten times as long, so that they span several of its intervals), which should be
+  about 1.02x, and the interval it chose;
 - the floor: hooks that read every activation, output gradient and parameter gradient once
   (one reduction each, nothing copied): what any per-layer statistic must cost at least;
 - naive hooks: statistics written the obvious way, with a `.item()` per layer and statistic.
@@ -249,10 +252,11 @@ class ReferenceHooks:
 class Variant:
     """One way of running the same training steps: attach before a block, detach after."""
 
-    def __init__(self, label: str, attach: Callable[[], None], detach: Callable[[], None]) -> None:
+    def __init__(self, label: str, attach: Callable[[], None], detach: Callable[[], None], watcher: Any = None) -> None:
         self.label = label
         self.attach = attach
         self.detach = detach
+        self.watcher = watcher
         self.times: list[float] = []
 
 
@@ -278,6 +282,8 @@ def variants(model: nn.Module, optimizer: torch.optim.Optimizer, before: Any = N
     for every in (1, 10, 100):
         watcher = gradscope.Watcher(model, optimizer, every=every)
         found.append(Variant(f"every={every}", watcher.attach, watcher.detach))
+    watcher = gradscope.Watcher(model, optimizer, budget=0.02)
+    found.append(Variant("budget=0.02", watcher.attach, watcher.detach, watcher))
     for naive, label in ((False, "floor"), (True, "naive")):
         hooks = ReferenceHooks(model, naive)
         found.append(Variant(label, hooks.attach, hooks.detach))
@@ -358,15 +364,20 @@ def measure(bench: Bench, rounds: int, steps: int, device: str, before: Any = No
     for _ in range(rounds):
         for variant in runs:
             with attached(variant):
-                # every=100: a block's worth of steps between recorded steps, and the recorded ones
-                variant.times += time_steps(bench, optimizer, steps * (3 if "100" in variant.label else 1), device)
+                # every=100: a block's worth of steps between recorded steps, and the recorded ones;
+                # budget: blocks that span several of the intervals it chooses
+                blocks = 10 if variant.watcher is not None else 3 if "100" in variant.label else 1
+                variant.times += time_steps(bench, optimizer, steps * blocks, device)
     plain = statistics.median(runs[0].times)
     plain_mean = statistics.mean(runs[0].times)
     result: dict[str, Any] = {"plain_ms": plain * 1e3}
     for variant in runs[1:]:
         result[variant.label] = statistics.median(variant.times) / plain
-        if variant.label in ("every=10", "every=100"):  # the mean over whole windows
+        if variant.label in ("every=10", "every=100", "budget=0.02"):  # the mean over whole windows
             result[f"{variant.label} mean"] = statistics.mean(variant.times) / plain_mean
+        if variant.watcher is not None:
+            options = variant.watcher.record.meta.options.get("budget_interval", {})
+            result["budget interval"] = f"{options.get('last', '?')} (mean {options.get('mean', '?')})"
     plain_peak = peak_memory(bench, optimizer, runs[0], device)
     result["plain_peak_mb"] = plain_peak / 2**20
     for variant in runs[1:]:
@@ -381,6 +392,7 @@ COLUMNS = (
     ("every=10 mean", "every=10"),
     ("every=100", "100:between"),
     ("every=100 mean", "100:mean"),
+    ("budget=0.02 mean", "budget=0.02"),
     ("floor", "floor"),
     ("naive", "naive"),
 )
@@ -388,6 +400,8 @@ COLUMNS = (
 
 def report(name: str, result: dict[str, Any]) -> str:
     ratios = "  ".join(f"{title} {result[key]:.3f}x" for key, title in COLUMNS if key in result)
+    if "budget interval" in result:
+        ratios += f"  (budget: every {result['budget interval']} steps)"
     memory = "  ".join(f"{label} +{result[f'{label} memory']:.1f}" for label in ("every=1", "floor", "naive"))
     return (
         f"{name}\n    {ratios}\n    peak memory added, MiB: {memory}   "
