@@ -32,3 +32,7 @@ def test_readme_main_job_runs_a_bundled_sample():
 def test_every_statistic_is_documented():
     missing = [name for name in STAT_NAMES if f"`{name}`" not in README]
     assert not missing
+
+
+def test_the_overhead_budget_is_documented():
+    assert "budget=0.02" in README and "--budget" in README and "record.intervals" in README
