@@ -236,7 +236,8 @@ def per_unit_sum(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
     """Sum over everything but the unit axis, as float32, without a transposed copy."""
     flat = _units_2d(t, unit_dim)
     if flat is not None:
-        return flat.sum(0, dtype=_F32)
+        # dtype= only where it converts: on a float32 tensor it doubles the cost of a small sum
+        return flat.sum(0) if t.dtype == _F32 else flat.sum(0, dtype=_F32)
     if unit_dim == 1:  # (N, C, *spatial), contiguous: reduce the contiguous spatial block first
         return t.reshape(t.shape[0], t.shape[1], -1).sum(-1, dtype=_F32).sum(0)
     return t.sum([d for d in range(t.dim()) if d != unit_dim], dtype=_F32)
@@ -274,7 +275,8 @@ class StepAccumulator:
     # (key, 0-d tensor) in queue order; keys are (kind, name) pairs
     queued_keys: list[tuple[str, str]] = field(default_factory=list)
     queued: list[torch.Tensor] = field(default_factory=list)
-    per_unit: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
+    # per layer: peak |output| per unit summed over calls, 0 exactly for units that were always 0
+    per_unit: dict[str, torch.Tensor] = field(default_factory=dict)
     layers: dict[str, LayerCounters] = field(default_factory=lambda: defaultdict(LayerCounters))
     params: dict[str, ParamCounters] = field(default_factory=dict)
     params_with_grad: list[str] = field(default_factory=list)
@@ -351,7 +353,11 @@ class StepAccumulator:
         elif window.units != units:
             window.units = None  # a reused module saw different widths: dead units are undefined
         if window.units is not None:
-            self.per_unit[name].append(peak)
+            running = self.per_unit.get(name)
+            if running is None:
+                self.per_unit[name] = peak  # a fresh tensor of ours: later calls add into it
+            else:
+                running.add_(peak)
 
     def add_eval_call(self, name: str) -> None:
         self.layers[name].eval_calls += 1
@@ -414,8 +420,9 @@ class StepAccumulator:
 
     # ---- window bookkeeping -----------------------------------------------------------------
     def copy(self) -> "StepAccumulator":
-        """The window so far with containers and counters of its own (tensors shared): what a step
-        that turns out to be no step (its gradients discarded, see capture.clock) rolls back to."""
+        """The window so far with containers and counters of its own (queued tensors shared; the
+        per-unit activity, which later calls add into, copied): what a step that turns out to be
+        no step (its gradients discarded, see capture.clock) rolls back to."""
 
         def own(value: Any) -> Any:
             if isinstance(value, dict):
@@ -426,13 +433,9 @@ class StepAccumulator:
                 return list(value)
             return value if isinstance(value, torch.Tensor) else copy.copy(value)
 
-        return StepAccumulator(**{f.name: own(getattr(self, f.name)) for f in fields(self)})
-
-    def end_unrecorded_step(self) -> None:
-        """Between recorded steps only per-unit activity accumulates: fold it to one tensor a layer."""
-        for name, peaks in self.per_unit.items():
-            if len(peaks) > 1:
-                self.per_unit[name] = [torch.stack(peaks).sum(0)]
+        copied = StepAccumulator(**{f.name: own(getattr(self, f.name)) for f in fields(self)})
+        copied.per_unit = {name: activity.clone() for name, activity in self.per_unit.items()}  # added into in place
+        return copied
 
     def measurements(self) -> "Measurements":
         """Everything measured in the window, still on the device (one rank's share under DDP/FSDP)."""
@@ -442,11 +445,9 @@ class StepAccumulator:
             keys.extend(self.queued_keys)
             chunks.append(_stack(self.queued))
         unit_activity = {}
-        for name, peaks in self.per_unit.items():
-            if self.layers[name].units is None or not peaks:
-                continue
-            # peak |output| per unit summed over calls: 0 exactly for units that were always 0
-            unit_activity[name] = peaks[0] if len(peaks) == 1 else torch.stack(peaks).sum(0)
+        for name, activity in self.per_unit.items():
+            if self.layers[name].units is not None:
+                unit_activity[name] = activity
         return Measurements(
             keys=keys,
             chunks=chunks,

@@ -132,3 +132,24 @@ class UpdateProbe:
 
     def clear(self) -> None:
         self._before = None
+
+
+class AsyncFlags:
+    """A few booleans computed on the device, read on the host without making the training thread
+    wait: on a GPU copied without blocking into pinned memory, and read once the copy is done."""
+
+    def __init__(self, flags: torch.Tensor) -> None:
+        self._event: Optional[torch.cuda.Event] = None
+        if flags.device.type == "cuda":
+            self._host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+            self._host.copy_(flags, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = flags.to("cpu")
+
+    def read(self) -> Optional[list[bool]]:
+        """The flags, or None while the copy is still under way."""
+        if self._event is not None and not self._event.query():
+            return None
+        return [bool(flag) for flag in self._host.tolist()]

@@ -42,7 +42,7 @@ from .hooks import (
     register_step_hooks,
     unwrap_optimizer,
 )
-from .probes import OutputProbe, UpdateProbe, current_gradients, functional_activation
+from .probes import AsyncFlags, OutputProbe, UpdateProbe, current_gradients, functional_activation
 
 # The key of the model's functional output activation among `Watcher._functional` (keyed by the reading
 # layer's name otherwise): no module name contains a NUL.
@@ -112,7 +112,14 @@ class Watcher:
         self._forward_order: dict[str, int] = {}
         self._sentinel = GradientSentinel()
         self._backward_end = BackwardEnd(self._hook("backward-end", self._on_backward_end), self._ranks is not None)
-        self._handles: list[Any] = []
+        self._handles: list[Any] = []  # hooks that run on every step
+        self._window_handles: list[Any] = []  # the set for recorded steps, or the one between them
+        self._hooks_recording: Optional[bool] = None  # which of the two sets is registered
+        self._unit_handles: dict[str, Any] = {}  # between recorded steps: dead-unit hooks, by entry name
+        self._active_check: Optional[tuple[list[str], AsyncFlags]] = None  # see _drop_active_layers
+        self._output_hooks: dict[str, Hook] = {}
+        self._input_hooks: dict[str, Hook] = {}
+        self._unit_layout: dict[str, str] = {}  # the unit layout each output had on recorded steps
         self._step_handles: list[Any] = []  # tensor hooks on this step's outputs: gone with the step
         self._attached = False
         self._accumulator = StepAccumulator()
@@ -224,31 +231,106 @@ class Watcher:
 
     # ---- hooks: one line per kind; each body below tells the clock and the accumulator ---------------
     def _register_hooks(self) -> None:
+        """The hooks that run on every step (the step clock's), then the set for the step in progress."""
         add = self._handles.append
         add(self.model.register_forward_pre_hook(self._hook("forward", self._on_root_forward, compiled=True)))
-        if self.functional_activations:
+        if self.functional_activations:  # one call a forward: an output activation's dead units need every batch
             add(self.model.register_forward_hook(self._hook("output", self._on_root_output, compiled=True)))
-        for w in self._watched:
-            if w.watch_output and (self.activations or self.gradients):
-                hook = self._hook(f"forward:{w.name}", self._output_hook_for(w), compiled=True)
-                add(w.module.register_forward_hook(hook))
-            if self.functional_activations and is_weight_layer(w.module):
-                add(w.module.register_forward_pre_hook(self._hook(f"input:{w.name}", self._input_hook_for(w), compiled=True)))
-        for pname, param in self._params:
-            if param.requires_grad:
-                add(param.register_post_accumulate_grad_hook(self._hook(f"grad:{pname}", self._on_param_accumulated)))
+        if self._params_always_hooked:
+            self._handles += self._register_param_hooks()
         if self.optimizer is not None:
             pre = self._hook("optimizer-step", self._on_optimizer_pre_step)
             self._handles += register_step_hooks(self.optimizer, pre, self._hook("optimizer-step", self._on_optimizer_post_step))
+        self._output_hooks = {
+            w.name: self._hook(f"forward:{w.name}", self._output_hook_for(w), compiled=True)
+            for w in self._watched
+            if w.watch_output and (self.activations or self.gradients)
+        }
+        self._input_hooks = {
+            w.name: self._hook(f"input:{w.name}", self._input_hook_for(w), compiled=True)
+            for w in self._watched
+            if self.functional_activations and is_weight_layer(w.module)
+        }
+        self._hooks_recording = None
+        self._use_hooks_for(self._clock.recording)
+
+    @property
+    def _params_always_hooked(self) -> bool:
+        # Without an optimizer a backward ends the step; with a GradScaler a skipped step is noticed
+        # from discarded gradients: both need the gradient hooks on every step.
+        return self.optimizer is None or self._scaler_skips is not None
+
+    def _register_param_hooks(self) -> list[Any]:
+        return [
+            param.register_post_accumulate_grad_hook(self._hook(f"grad:{pname}", self._on_param_accumulated))
+            for pname, param in self._params
+            if param.requires_grad
+        ]
+
+    def _use_hooks_for(self, recording: bool) -> None:
+        """Hooks for the step in progress: every measuring hook on a recorded step; between recorded
+        steps only those that keep the dead-unit window, and only until every unit of their layer
+        has been active once in the window (see `_drop_active_layers`), so a step that is not
+        recorded costs next to nothing. (A compiled model keeps one set: changing hooks would make
+        Dynamo recompile.)"""
+        if recording == self._hooks_recording or (self._hooks_recording and self._compile_state.traced):
+            return
+        for handle in self._window_handles + list(self._unit_handles.values()):
+            handle.remove()
+        self._window_handles, self._unit_handles, self._active_check = [], {}, None
+        add = self._window_handles.append
+        for w in self._watched:
+            module = w.module
+            if recording:
+                if w.name in self._output_hooks:
+                    add(module.register_forward_hook(self._output_hooks[w.name]))
+                if w.name in self._input_hooks:
+                    add(module.register_forward_pre_hook(self._input_hooks[w.name]))
+            elif self.activations:
+                if w.name in self._output_hooks and OutputProbe(w, True, False).tracks_dead_units:
+                    hook = self._hook(f"forward:{w.name}", self._unit_activity_hook_for(w))
+                    self._unit_handles[w.name] = module.register_forward_hook(hook)
+                functional = self._functional.get(w.name)
+                if functional is not None and functional[1].tracks_dead_units:
+                    hook = self._hook(f"input:{w.name}", self._unit_activity_hook_for(w, functional))
+                    self._unit_handles[functional[0].name] = module.register_forward_pre_hook(hook)
+        if recording and not self._params_always_hooked:
+            self._window_handles += self._register_param_hooks()
+        self._hooks_recording = recording
+
+    def _drop_active_layers(self) -> None:
+        """Between recorded steps: stop watching a layer once each of its units was active in the
+        window, since no later batch can make one of them dead in it. A healthy network then runs
+        without gradscope hooks until the next recorded step. The check reads one flag per layer,
+        copied without blocking (`AsyncFlags`) and looked at on a later step once it has arrived."""
+        if not self._unit_handles:
+            return
+        if self._active_check is None:
+            activity = self._accumulator.per_unit
+            names = [name for name in self._unit_handles if name in activity]
+            if not names:
+                return
+            silent = torch.stack([(activity[name] == 0).any() for name in names])
+            self._active_check = (names, AsyncFlags(silent))  # on a CPU readable at once
+        names, flags = self._active_check
+        values = flags.read()
+        if values is None:
+            return  # not arrived yet (a GPU still busy): look again after the next step
+        self._active_check = None
+        for name, has_silent_units in zip(names, values):
+            if not has_silent_units:
+                self._unit_handles.pop(name).remove()
 
     def _hook(self, where: str, fn: Callable[..., Any], compiled: bool = False) -> Hook:
         return Hook(where, fn, self._errors, self._compile_state if compiled else None, self._timer)
 
     def _remove_hooks(self) -> None:
-        for handle in self._handles + self._step_handles:
+        for handle in self._handles + self._window_handles + list(self._unit_handles.values()) + self._step_handles:
             handle.remove()
         self._handles.clear()
+        self._window_handles, self._unit_handles, self._active_check = [], {}, None
         self._step_handles.clear()
+        self._hooks_recording = None
 
     def _on_root_forward(self, module: nn.Module, args: Any) -> None:
         self._forward_begins(torch.is_grad_enabled() and module.training and not in_backward())
@@ -288,6 +370,8 @@ class Watcher:
             layout = w.layout or self._last_layout  # a module without its own layout: the previous one's
             if w.layout is not None:
                 self._last_layout = w.layout
+            elif layout is not None:
+                self._unit_layout.setdefault(w.name, layout)
             if probe.measure(self._accumulator, out, layout, self._clock.recording):
                 self._step_handles.append(out.register_hook(backprop_hook))
 
@@ -328,6 +412,8 @@ class Watcher:
         no layer reads it, so no input hook sees it. Measured like the others, as "out→sigmoid"."""
         if not torch.is_grad_enabled() or not module.training or in_backward():
             return
+        if not self._clock.recording and _OUTPUT not in self._functional:
+            return  # entries are made on recorded steps, where the module hooks say what was measured
         out = first_floating_tensor(output)
         found = functional_activation(out) if out is not None else None
         if found is None or id(found[1]) in self._step_nodes:
@@ -343,6 +429,29 @@ class Watcher:
         if entry.activation == kind:
             self._forward_order.setdefault(entry.name, len(self._forward_order))
             probe.measure(self._accumulator, out, entry.layout, self._clock.recording)
+
+    def _unit_activity_hook_for(
+        self, w: WatchedModule, functional: Optional[tuple[WatchedModule, OutputProbe]] = None
+    ) -> Callable[..., None]:
+        """Between recorded steps: only which units were active (a dead unit is silent on every
+        batch of the window). `functional`: the activation function read by this layer's input."""
+        module_ref = weakref.ref(w.module)
+        entry = functional[0] if functional is not None else w
+        nonnegative = (functional[1] if functional is not None else OutputProbe(w, True, False)).nonnegative
+
+        def on_call(module: nn.Module, args: Any, *output: Any) -> None:
+            if module is not module_ref() or not module.training or not torch.is_grad_enabled() or in_backward():
+                return
+            out = first_floating_tensor(output[0] if functional is None else args)
+            layout = entry.layout or self._unit_layout.get(entry.name)
+            if out is None or out.dim() < 2 or layout is None:
+                return
+            if functional is not None and functional_activation(out) is None:
+                return  # not the activation function this layer was seen to read
+            unit_dim = 1 if layout == "first" else out.dim() - 1
+            self._accumulator.add_unit_activity(entry.name, out, unit_dim, nonnegative)
+
+        return on_call
 
     def _on_output_grad(self, name: str, grad: torch.Tensor) -> None:
         self._accumulator.add_backprop(name, grad)
@@ -417,10 +526,14 @@ class Watcher:
                         self._record, self._watched + self._functional_entries, end.step, values, end.skipped, interval
                     )
             else:
-                self._accumulator.end_unrecorded_step()
-                if self.optimizer is not None:  # a later step may turn out void and roll back to here
+                # A void step is noticed only while recorded steps' hooks are on: it may roll back to here.
+                if self.optimizer is not None and self._clock.recording:
                     self._window_start = self._accumulator.copy()
         finally:
+            if self._attached or self._hooks_recording is not None:
+                self._use_hooks_for(self._clock.recording)
+                if not end.recorded and not end.void:
+                    self._drop_active_layers()
             self._step_handles.clear()  # their tensors are gone with the step
             self._step_nodes = {}
             self._sentinel.clear()

@@ -337,6 +337,63 @@ def test_every_n_steps_and_include_exclude():
         gradscope.watch(model, every=0)
 
 
+def _module_hooks(model: nn.Module) -> dict[str, int]:
+    return {
+        name: len(m._forward_hooks) + len(m._forward_pre_hooks)
+        for name, m in model.named_modules()
+        if name and (m._forward_hooks or m._forward_pre_hooks)
+    }
+
+
+def test_between_recorded_steps_only_layers_with_silent_units_keep_a_hook():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(100.0)  # every unit of the first ReLU fires
+        model[2].bias.fill_(100.0)
+        model[2].bias[:3] = -100.0  # units 0-2 of the second ReLU never fire
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    hooks_after_step = []
+    with gradscope.watch(model, optimizer=opt, every=4) as run:
+        for x, y in classification_batches(9, features=4, classes=2, batch=16):
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            hooks_after_step.append(_module_hooks(model))
+    # the step in progress after steps 3 and 7 is recorded: every layer hooked
+    assert set(hooks_after_step[3]) == {"0", "1", "2", "3", "4"}
+    # between recorded steps: nothing on the layers whose units all fired, the dead ReLU still watched
+    assert hooks_after_step[1] == hooks_after_step[5] == {"3": 1}
+    assert _module_hooks(model) == {}
+    assert run.record.steps == [0, 4, 8]
+    assert run.record.series("act_dead_frac", "3") == [pytest.approx(3 / 8)] * 3
+    assert run.record.series("act_dead_frac", "1") == [0.0] * 3
+
+
+def test_between_recorded_steps_the_dead_unit_window_reads_functional_relus_too():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 3), nn.Linear(3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(F.relu(self.fc1(x)))
+
+    model = Net()
+    with torch.no_grad():
+        model.fc1.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]]))
+        model.fc1.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with gradscope.watch(model, optimizer=opt, every=3) as run:
+        for x in (-torch.ones(2, 4), -torch.ones(2, 4), torch.ones(2, 4), -torch.ones(2, 4)):
+            model(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    assert run.record.steps == [0, 3]
+    # step 0 alone: all 3 silent; steps 1-3 include a positive batch between recorded steps
+    assert run.record.series("act_dead_frac", "fc1→relu") == [pytest.approx(1.0), pytest.approx(1 / 3)]
+
+
 def test_deepcopy_and_torch_save_of_a_watched_model():
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
