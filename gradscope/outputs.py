@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .diagnose import Diagnosis
+from .diagnose.coverage import coverage
 from .errors import OutputError
 from .io import RenderedFile, json_text, to_json_value
 from .record import RunRecord
@@ -73,12 +74,20 @@ class OutputPaths:
 
 
 def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str:
-    """The run record's JSON, plus its findings under "findings" for scripts.
+    """The run record's JSON, plus its findings under "findings" and why statistics are missing under
+    "not_measured" ({layer: {statistic: reason}}), for scripts.
 
     `RunRecord.load` ignores the extra key; `gradscope report` diagnoses the record afresh (a
     different --config may give different findings), so the stored findings are informational.
     """
     data = record.to_dict()
+    cover = coverage(record)
+    # Why a statistic of the report's tables has no value: {layer: {statistic: reason}}; the one line
+    # when no activation statistic could be measured anywhere. Extra keys: RunRecord.load ignores them.
+    data["not_measured"] = cover.not_measured()
+    note = cover.activation_note()
+    if note:
+        data["not_measured_note"] = note
     if diagnosis is not None:
         data["findings"] = [to_json_value(asdict(finding), stringify_unknown=True) for finding in diagnosis]
     return json_text(data)

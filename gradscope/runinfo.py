@@ -12,6 +12,10 @@ from typing import Any, Optional
 # How the note that budget= writes into `RunMeta.notes` begins (reports show it beside the step range).
 BUDGET_NOTE_START = "Overhead budget "
 
+# Part of the note a watch writes when training steps ran their forward without any hook (a forward
+# compiled with fullgraph=True, or before attach): how a reader of the record tells that it happened.
+UNSEEN_FORWARD_MARK = "activation statistics (act_*) and backprop_norm are not recorded"
+
 
 @dataclass
 class ModuleInfo:

@@ -49,7 +49,7 @@ def hand_built_record() -> RunRecord:
     record = RunRecord(
         meta=RunMeta(model_class="Encoder", num_params=904, trainable_params=904, grad_source="optimizer",
                      optimizer="SGD", every=1, gradscope_version="9.9.9", torch_version="1.2.3",
-                     created="2000-01-01T00:00:00+00:00"),
+                     created="2000-01-01T00:00:00+00:00", options={"update_ratio": False}),
         modules=modules,
     )
     signal = {LONG: 1e-7, "encoder.blocks.1.fc": 1e-5, "encoder.blocks.2.fc": 1e-3, "head": 0.1}
@@ -58,12 +58,14 @@ def hand_built_record() -> RunRecord:
         params = {}
         for name, value in signal.items():
             layers[name] = {"backprop_norm": value, "grad_rms": value / 10, "grad_norm": value, "act_sparsity": 0.0,
-                            "act_dead_frac": 0.0, "act_calls": 1.0, "act_batch": 32.0, "act_nonfinite": 0.0}
+                            "act_calls": 1.0, "act_batch": 32.0, "act_nonfinite": 0.0}
             params[f"{name}.weight"] = {"grad_norm": value}
             params[f"{name}.bias"] = {"grad_norm": value / 2}
-        layers["encoder.blocks.0.act"] = {"act_saturation": 0.02, "act_sparsity": 0.0, "backprop_norm": 4e-7}
+        layers["encoder.blocks.0.act"] = {"act_saturation": 0.02, "act_dead_frac": 0.0, "act_sparsity": 0.0,
+                                          "backprop_norm": 4e-7}
         layers["encoder.blocks.1.act"] = {"act_dead_frac": 0.75, "act_sparsity": 0.8, "backprop_norm": 4e-5}
-        layers["encoder.blocks.2.act"] = {"act_saturation": 0.01, "act_sparsity": 0.0, "backprop_norm": 4e-3}
+        layers["encoder.blocks.2.act"] = {"act_saturation": 0.01, "act_dead_frac": 0.0, "act_sparsity": 0.0,
+                                          "backprop_norm": 4e-3}
         record.append_step(step, layers, params, skipped=(step == 5))
         record.log_scalar(step, "loss", 2.0 - 0.3 * step)
         record.log_scalar(step, "val_loss", [2.0, 1.8, 1.9, 2.1, 2.3, 2.6][step])
@@ -118,13 +120,14 @@ def test_report_of_a_real_watched_model(capsys):
     text = report_text(record, diagnosis)
     assert capsys.readouterr().out == ""  # returns, never prints
     table = text.split("\n\n")[1].splitlines()
-    rows = [line.split() for line in table[table.index(next(line for line in table if line.startswith("--"))) + 1 :]]
+    first, legend = table.index(next(line for line in table if line.startswith("--"))) + 1, table.index("Not measured, and why:")
+    rows = [line.split() for line in table[first:legend]]
     names = [row[1] if row[0] in ("E", "W") else row[0] for row in rows]
     assert names == [str(i) for i in range(19)]  # forward order, every module with statistics
     assert rows[0][0] == "E"  # the first Linear is named in the vanishing-gradients error
     # the table shows the numbers the findings quote: medians over the recorded steps
     median_rms = statistics.median(record.series("grad_rms", "18"))
-    assert f"{median_rms:.3g}" in table[-1]
+    assert f"{median_rms:.3g}" in table[legend - 1]
     finding = next(f for f in diagnosis if f.code == "vanishing-gradients")
     assert finding.evidence["grad_rms_per_layer"]["18"] == median_rms
     assert text.index("ERROR (1)") < text.index("[vanishing-gradients]") < text.index("WARNING")

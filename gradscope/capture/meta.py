@@ -20,7 +20,7 @@ from ..errors import GradscopeError
 from ..measure import StepValues
 from ..model_tree import WatchedModule
 from ..record import ModuleInfo, RunMeta, RunRecord
-from ..runinfo import BUDGET_NOTE_START
+from ..runinfo import BUDGET_NOTE_START, UNSEEN_FORWARD_MARK
 from ..store import StoreWriter
 from ..version import __version__
 
@@ -183,7 +183,7 @@ def void_steps_note(count: int, scaler_known: bool) -> str:
 
 def unseen_forward_note(fullgraph: bool) -> str:
     """Why a training step's forward ran without hooks, and what that leaves out."""
-    missing = "activation statistics (act_*) and backprop_norm are not recorded; gradient, weight and update "
+    missing = f"{UNSEEN_FORWARD_MARK}; gradient, weight and update "
     missing += "statistics are exact (they are read at the optimizer step, outside the compiled graph)."
     if fullgraph:
         return (

@@ -23,7 +23,7 @@ from ..diagnose.finding import Diagnosis
 from ..io import write_file
 from ..record import RunRecord
 from .figures import RenderedFigure
-from .markup import Figure, Markup, Section, Table, element, escape, inline_code, join, paragraphs, render_page
+from .markup import Absent, Figure, Markup, Section, Table, element, escape, inline_code, join, paragraphs, render_page
 from .page import FindingView, ReportPage, build_report_page
 
 if TYPE_CHECKING:
@@ -130,15 +130,23 @@ def _layers_section(page: ReportPage) -> Section:
         kind = f"{layer.type} ({layer.activation})" if layer.activation else layer.type
         codes = [code for code in layer.finding_codes if code in anchors]
         links = join([element("a", code, href=f"#{anchors[code]}") for code in codes], ", ")
-        rows.append([layer.index, element("code", layer.name), kind, layer.num_params, *layer.values, links])
+        cells = [value if gap is None else Absent(gap.label, gap.reason) for value, gap in zip(layer.values, layer.gaps)]
+        rows.append([layer.index, element("code", layer.name), kind, layer.num_params, *cells, links])
         classes.append({"error": "flagged-error", "warning": "flagged"}.get(layer.worst or "", ""))
     table = Table(headings, rows, column_notes=notes, row_classes=classes,
                   caption=f"{len(rows)} modules in forward order; numbers are medians over the recorded steps. "
-                          "Click a column heading to sort.")
+                          "Where a number is missing, the cell says why (legend above; hover it for its own "
+                          "reason). Click a column heading to sort.")
     glossary = join(join([element("dt", c.stat), element("dd", c.definition)]) for c in page.columns)
     explained = [element("summary", "What the columns mean"), element("dl", glossary, class_="glossary")]
-    body = element("details", join(explained))
-    return Section("Per-layer statistics", body, tables=[table], anchor="layers")
+    parts = [element("details", join(explained))]
+    if page.activation_note:
+        parts.append(element("p", page.activation_note, class_="coverage-note"))
+    if page.not_measured:
+        legend = join(join([element("dt", label), element("dd", meaning)]) for label, meaning in page.not_measured)
+        heading = element("p", "Not measured, and why (hover a cell for its own reason):", class_="legend-heading")
+        parts.append(join([heading, element("dl", legend, class_="glossary not-measured")]))
+    return Section("Per-layer statistics", join(parts), tables=[table], anchor="layers")
 
 
 def _run_section(page: ReportPage) -> Section:

@@ -107,15 +107,24 @@ class ShownNumber:
     text: str
 
 
-Cell = Union[None, bool, int, float, str, Markup, ShownNumber]
+@dataclass(frozen=True)
+class Absent:
+    """No value, and why: `text` in the cell (sorted last, like None), `why` as its tooltip."""
+
+    text: str
+    why: str
+
+
+Cell = Union[None, bool, int, float, str, Markup, ShownNumber, Absent]
 
 
 @dataclass
 class Table:
     """A table whose numeric columns the page's script can sort (the page reads fine without it).
 
-    Cells may be numbers (formatted, sorted numerically), None (a dash, sorted last), plain text
-    (escaped) or Markup (inserted as is, sorted by its text).
+    Cells may be numbers (formatted, sorted numerically), None (a dash, sorted last), `Absent` (a word
+    saying why there is no value, its reason as a tooltip, sorted last), plain text (escaped) or Markup
+    (inserted as is, sorted by its text).
     """
 
     columns: Sequence[str]
@@ -157,12 +166,15 @@ class Table:
         return element("div", table, class_="table-wrap")
 
     def _is_numeric(self, column: int) -> bool:
-        values = [row[column] for row in self.rows if column < len(row) and row[column] is not None]
+        values = [row[column] for row in self.rows if column < len(row) and not isinstance(row[column], (type(None), Absent))]
         return bool(values) and all(
             isinstance(v, (int, float, ShownNumber)) and not isinstance(v, bool) for v in values)
 
     @staticmethod
     def _cell(value: Cell, numeric: bool) -> Markup:
+        if isinstance(value, Absent):
+            css = "num none" if numeric else "none"
+            return element("td", value.text, class_=css, data_sort="" if numeric else None, title=value.why)
         if isinstance(value, ShownNumber):
             return element("td", value.text, class_="num", data_sort=repr(float(value.value)))
         if numeric:

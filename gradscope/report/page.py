@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..diagnose.coverage import Coverage, Gap, coverage, legend_lines
 from ..diagnose.finding import SKIPPED, Diagnosis, Finding, severity_rank
-from ..diagnose.reading import SUMMARY_DESCRIPTION, layer_summary
+from ..diagnose.reading import SUMMARY_DESCRIPTION
 from ..number_format import HTML, format_number
 from ..record import RunRecord
 from ..statdefs import STATS_BY_NAME
@@ -75,6 +76,7 @@ class LayerRow:
     activation: Optional[str]
     num_params: int
     values: list[Optional[float]]  # one per LAYER_COLUMNS entry
+    gaps: list[Optional[Gap]]  # where a value is None: why it was not measured
     finding_codes: list[str]  # findings that name this layer
     worst: Optional[str]  # worst severity among them
 
@@ -91,6 +93,10 @@ class ReportPage:
     run_info: list[tuple[str, str]]  # run metadata table
     options: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
+    # (cell word, what it means) for the layer table's empty cells; the one line when no activation
+    # statistic could be measured anywhere (coverage.Coverage.activation_note)
+    not_measured: list[tuple[str, str]] = field(default_factory=list)
+    activation_note: Optional[str] = None
     # Fix trials (gradscope.fixes.FixTrial) and the base run they were compared with; empty: no section.
     fix_trials: list[Any] = field(default_factory=list)
     base_record: Optional[RunRecord] = None
@@ -105,13 +111,15 @@ def build_report_page(
     """`figures`: from `plots.build_figures` when the caller already drew them (e.g. for --png too)."""
     findings = list(diagnosis) if diagnosis is not None else []
     views = [_finding_view(f, i) for i, f in enumerate(findings)]
+    cover = coverage(record)
+    layers = _layer_rows(record, cover, findings, {f.code: v.anchor for f, v in zip(findings, views)})
     return ReportPage(
         title=title or f"gradscope report: {record.meta.model_class or 'model'}",
         verdict=_verdict(diagnosis),
         findings=views,
         figures=figures if figures is not None else build_figures(record, diagnosis),
         columns=LAYER_COLUMNS,
-        layers=_layer_rows(record, findings, {f.code: v.anchor for f, v in zip(findings, views)}),
+        layers=layers,
         summary=[
             ("Model", record.meta.model_class or "unknown"),
             ("Parameters", _number(record.meta.num_params)),
@@ -121,6 +129,8 @@ def build_report_page(
         run_info=_run_info(record),
         options=[(str(k), _describe(v)) for k, v in record.meta.options.items()],
         notes=list(record.meta.notes) + _hook_error_notes(record),
+        not_measured=legend_lines([gap for layer in layers for gap in layer.gaps if gap is not None]),
+        activation_note=cover.activation_note(),
     )
 
 
@@ -190,7 +200,9 @@ def _describe(value: Any, limit: int = 10) -> str:
     return str(value)
 
 
-def _layer_rows(record: RunRecord, findings: list[Finding], anchors: dict[str, str]) -> list[LayerRow]:
+def _layer_rows(
+    record: RunRecord, cover: Coverage, findings: list[Finding], anchors: dict[str, str]
+) -> list[LayerRow]:
     named: dict[str, list[Finding]] = {}
     for finding in findings:
         for layer in finding.layers:
@@ -199,6 +211,7 @@ def _layer_rows(record: RunRecord, findings: list[Finding], anchors: dict[str, s
     for index, module in enumerate(record.modules):
         involved = named.get(module.name, [])
         worst = max((f.severity for f in involved), key=_rank, default=None)
+        cells = [cover.cell(module, column.stat) for column in LAYER_COLUMNS]
         rows.append(
             LayerRow(
                 index=index,
@@ -206,7 +219,8 @@ def _layer_rows(record: RunRecord, findings: list[Finding], anchors: dict[str, s
                 type=module.type,
                 activation=module.activation,
                 num_params=module.num_params,
-                values=[layer_summary(record, column.stat, module.name) for column in LAYER_COLUMNS],
+                values=[value for value, _ in cells],
+                gaps=[gap for _, gap in cells],
                 finding_codes=list(dict.fromkeys(f.code for f in involved)),
                 worst=worst,
             )

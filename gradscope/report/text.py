@@ -10,8 +10,9 @@ from typing import Any, Callable, Optional
 
 from tabulate import tabulate
 
+from ..diagnose.coverage import Gap, coverage, legend_lines
 from ..diagnose.finding import SEVERITIES, SKIPPED, Diagnosis, Finding
-from ..diagnose.reading import SUMMARY_DESCRIPTION, layer_summary
+from ..diagnose.reading import SUMMARY_DESCRIPTION
 from ..number_format import compact, percent
 from ..record import RunRecord
 from ..runinfo import BUDGET_NOTE_START
@@ -58,16 +59,19 @@ def _header(record: RunRecord, width: int) -> str:
 
 
 def _table(record: RunRecord, diagnosis: Diagnosis, width: int) -> str:
-    marks = _layer_marks(diagnosis)
-    rows = []
-    for info in record.modules:
-        values = [layer_summary(record, stat, info.name) if _has(record, info.name) else None for _, stat, _ in COLUMNS]
-        if all(v is None for v in values):
-            continue  # a container or a module that never ran: nothing to show
-        cells = [fmt(v) for v, (_, _, fmt) in zip(values, COLUMNS)]
-        rows.append([marks.get(info.name, ""), info.name or "(root)", info.type, *cells])
-    if not rows:
+    if not record.steps or not record.modules:
         return "Per-layer statistics: none recorded."
+    marks = _layer_marks(diagnosis)
+    cover = coverage(record)
+    rows, gaps = [], []
+    for info in record.modules:
+        cells = []
+        for _, stat, fmt in COLUMNS:
+            value, gap = cover.cell(info, stat)
+            cells.append(fmt(value) if gap is None else gap.label)
+            if gap is not None:
+                gaps.append(gap)
+        rows.append([marks.get(info.name, ""), info.name or "(root)", info.type, *cells])
     headers = ["", "layer", "type", *[h for h, _, _ in COLUMNS]]
     type_width = min(14, max(len(r[2]) for r in rows))
     name_width = max(len(r[1]) for r in rows)
@@ -79,7 +83,23 @@ def _table(record: RunRecord, diagnosis: Diagnosis, width: int) -> str:
             break
         name_width = max(_MIN_NAME, name_width - (widest - width))
     legend = f"Per-layer statistics in forward order, {SUMMARY_DESCRIPTION}; E/W: layer named in an error/warning"
-    return "\n".join(_wrap(legend, width, "")) + "\n" + table
+    lines = _wrap(legend, width, "") + table.splitlines() + _not_measured_legend(gaps, width)
+    note = cover.activation_note()
+    if note:
+        lines += _wrap(note, width, "  ")
+    return "\n".join(lines)
+
+
+def _not_measured_legend(gaps: list[Gap], width: int) -> list[str]:
+    """What each word in the table's empty cells means, for the words it shows."""
+    entries = legend_lines(gaps)
+    if not entries:
+        return []
+    pad = max(len(label) for label, _ in entries) + 2
+    lines = ["Not measured, and why:"]
+    for label, meaning in entries:
+        lines += _wrap(meaning, width, " " * (pad + 2), first=f"  {label:<{pad}}")
+    return lines
 
 
 def _findings(diagnosis: Diagnosis, width: int) -> str:
@@ -160,10 +180,6 @@ def _layer_marks(diagnosis: Diagnosis) -> dict[str, str]:
             for name in finding.layers:
                 marks.setdefault(name, mark)
     return marks
-
-
-def _has(record: RunRecord, name: str) -> bool:
-    return name in record.layer_stats
 
 
 def shorten_left(text: str, limit: int) -> str:
