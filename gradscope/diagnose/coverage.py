@@ -59,7 +59,7 @@ LEGEND: dict[str, str] = {
     "eval": "The module ran only in eval mode (module.eval()) during training, where activations are not measured.",
     "compile": "The forward ran without gradscope's hooks (under torch.compile(fullgraph=True), or compiled before "
     "gradscope attached).",
-    "between": "The module ran only between recorded steps (every=N), so no recorded step has a value.",
+    "between": "The module ran in no recorded step (every=N or budget=): unused, or run only between them.",
     "frozen": "The module's parameters are frozen (requires_grad=False): no gradient, no update.",
     "no grad": "No gradient reached it at a recorded step (output not in the loss, detached, or only frozen "
     "layers before it).",
@@ -167,11 +167,14 @@ class Coverage:
             if _any_measured(self.record, info.name, "act_eval_calls"):
                 return Gap("eval", f"`{info.name}` ran only in eval mode (module.eval()) during training steps; "
                            "its calls were counted (act_eval_calls), not measured.")
+            if self._sparse_recording:  # hooks run only on recorded steps: unused, or run only between them
+                return Gap("between", f"`{info.name}` ran in no recorded training step ({self._chosen}): it is "
+                           "unused, or ran only between recorded steps.")
             return Gap("unused", f"`{info.name}` never ran in a training forward pass.")
         if forward_side and self.forward_unseen:
             return Gap("compile", _UNSEEN)
-        if self.record.steps and not _any_layer_value(self.record, info.name) and self.interval > 1:
-            return Gap("between", f"`{info.name}` ran only between recorded steps (every={self.interval}), so no "
+        if self.record.steps and not _any_layer_value(self.record, info.name) and self._sparse_recording:
+            return Gap("between", f"`{info.name}` ran only between recorded steps ({self._chosen}), so no "
                        "recorded step has a value of it.")
         if source in ("gradient", "weight", "update") and info.num_params and info.trainable_params == 0:
             return Gap("frozen", f"The parameters of `{info.name}` are frozen (requires_grad=False): no gradient, "
@@ -206,6 +209,14 @@ class Coverage:
             return Gap("n/a", f"The output of `{info.name}` has no unit axis (fewer than 2 dimensions), so its units "
                        "cannot be told apart.")
         return Gap("none", f"No value of {stat} for `{info.name}` reached the record (see the run notes).")
+
+    @property
+    def _chosen(self) -> str:
+        return "chosen by an overhead budget" if self.record.intervals else f"every={self.interval}"
+
+    @property
+    def _sparse_recording(self) -> bool:
+        return self.interval > 1 or any(n > 1 for n in self.record.intervals)
 
     def _anywhere(self, stat: str) -> bool:
         if stat not in self._present:
