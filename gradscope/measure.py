@@ -23,7 +23,7 @@ import copy
 import functools
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any, Callable, Optional, Protocol
 
@@ -465,10 +465,23 @@ class StepAccumulator:
         self._count_nonfinite(values, ranks)
         return values
 
+    def flush_later(self, buffers: "HostBuffers") -> "PendingValues":
+        """As `flush()` for one process, without waiting: the copy is queued behind the step's
+        kernels and read (`PendingValues.values`) once they have long finished.
+
+        Whether a gradient's non-finite entries must be counted is known only from the copy, by
+        when the gradients are gone: here they are counted on the device for every gradient, in
+        the same copy. No device tensor of the window outlives this call."""
+        measured = self.measurements()
+        if self.grads_for_nonfinite:
+            measured.keys.extend((_NONFINITE_COUNT, n) for n in self.grads_for_nonfinite)
+            measured.chunks.append(_stack(count_nonfinite(list(self.grads_for_nonfinite.values()))))
+        return measured.copy_to_host(buffers)
+
     def _count_nonfinite(self, values: "StepValues", ranks: Optional[RankCombiner] = None) -> None:
         # Rare path, only on steps whose gradient norm is NaN/Inf: count the bad entries exactly.
         # Under DDP/FSDP every rank sees the same combined norms, so all of them take this path.
-        bad = [n for n in values.params_with_grad if not math.isfinite(values.folded["grad_norm"].get(n, 0.0))]
+        bad = values.nonfinite_gradients()
         if not bad or (ranks is None and not self.grads_for_nonfinite):
             return
         local = [self.grads_for_nonfinite.get(n) for n in bad]
@@ -493,23 +506,111 @@ class Measurements:
     params_with_grad: list[str]
 
     def to_host(self) -> "StepValues":
+        keys, flat = self._flat()
+        return self._fold(keys, flat.tolist() if flat is not None else [])  # the one device-to-host copy
+
+    def copy_to_host(self, buffers: "HostBuffers") -> "PendingValues":
+        """Queue the one device-to-host copy of the window; on a GPU into page-locked memory with
+        `non_blocking=True`, which returns at once (into pageable memory it would wait), and an
+        event marks when it has landed. Elsewhere the copy is made now: it costs nothing to wait for."""
+        keys, flat = self._flat()
+        host, event = None, None
+        if flat is not None:
+            on_gpu = flat.device.type == "cuda"
+            host = buffers.take(flat.numel(), flat.dtype, pinned=on_gpu)
+            host.copy_(flat, non_blocking=on_gpu)
+            if on_gpu:
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(flat.device))  # the stream the copy was queued on
+        host_side = replace(self, keys=[], chunks=[], unit_activity={})  # no device tensor is kept
+        return PendingValues(host_side, keys, host, event)
+
+    def _flat(self) -> tuple[list[tuple[str, str]], Optional[torch.Tensor]]:
+        """The keys, and every measured value in one vector on the device (None when nothing was)."""
         keys = list(self.keys)
         chunks = list(self.chunks)
         for name, activity in self.unit_activity.items():
             keys.append(("dead_units", name))  # counted on the device: only the count is copied
             chunks.append((activity == 0).sum().reshape(1))
+        if not chunks:
+            return keys, None
+        if len({c.device for c in chunks}) > 1:  # a model split over devices
+            chunks = [c.to(chunks[0].device) for c in chunks]
+        return keys, torch.cat(chunks)
+
+    def _fold(self, keys: list[tuple[str, str]], numbers: list[float]) -> "StepValues":
         values = StepValues(layers=self.layers, params=self.params, params_with_grad=self.params_with_grad)
         folded = values.folded
-        for (kind, name), value in zip(keys, _to_host(chunks)):
+        for (kind, name), value in zip(keys, numbers):
             fold = _FOLD_OF.get(kind)
             if fold is Fold.SUM:  # the usual case, inlined: a step folds thousands of values
                 into = folded[kind]
                 into[name] = into.get(name, 0.0) + value
-            elif kind == "dead_units":  # counted on the device
+            elif kind == "dead_units" or kind == _NONFINITE_COUNT:  # counted on the device
                 folded[kind][name] = value
             else:
                 values.add(kind, name, KINDS_BY_NAME[kind].fold.prepare(value))
+        counts = folded.pop(_NONFINITE_COUNT, None)
+        if counts is not None:
+            for name in values.nonfinite_gradients():
+                values.nonfinite[name] = counts.get(name, 0.0)
         return values
+
+
+# Non-finite entries of a gradient, counted on the device for a copy read later (flush_later).
+_NONFINITE_COUNT = "nonfinite_count"
+
+
+class PendingValues:
+    """A window's values on their way to the host: the copy is queued, maybe not landed yet.
+
+    It holds the host counters, the keys, the host buffer and the event marking the copy's
+    end; no device tensor."""
+
+    def __init__(
+        self, measured: Measurements, keys: list[tuple[str, str]], host: Optional[torch.Tensor], event: Any
+    ) -> None:
+        self._measured = measured
+        self._keys = keys
+        self._host = host
+        self._event = event  # a torch.cuda.Event, or None when the copy was made at once
+
+    def ready(self) -> bool:
+        """Has the copy landed? (asks the device; never waits)"""
+        return self._event is None or self._event.query()
+
+    def values(self, buffers: "HostBuffers") -> StepValues:
+        """The window's values; waits for the copy only if it has not landed (it has, usually, by the
+        next recorded step). The host buffer goes back to `buffers` for a later copy."""
+        if self._event is not None:
+            self._event.synchronize()
+        numbers = self._host.tolist() if self._host is not None else []
+        if self._host is not None:
+            buffers.give_back(self._host)
+            self._host = None
+        return self._measured._fold(self._keys, numbers)
+
+
+class HostBuffers:
+    """Host buffers that recorded steps' copies land in, reused by size and dtype: page-locking
+    memory costs far more than the copy itself, and a step usually measures as many values as
+    the step before. Only buffers handed back (their copy read) are reused."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._free: dict[tuple[int, torch.dtype, bool], list[torch.Tensor]] = defaultdict(list)
+        self._keep = keep
+
+    def take(self, numel: int, dtype: torch.dtype, pinned: bool) -> torch.Tensor:
+        free = self._free.get((numel, dtype, pinned))
+        if free:
+            return free.pop()
+        return torch.empty(numel, dtype=dtype, pin_memory=pinned)
+
+    def give_back(self, buffer: torch.Tensor) -> None:
+        key = (buffer.numel(), buffer.dtype, buffer.is_pinned())
+        if sum(len(free) for free in self._free.values()) >= self._keep:
+            self._free.clear()  # the sizes changed (another model, a growing window): start over
+        self._free[key].append(buffer)
 
 
 @dataclass
@@ -522,6 +623,11 @@ class StepValues:
     params_with_grad: list[str] = field(default_factory=list)
     nonfinite: dict[str, float] = field(default_factory=dict)
     per_rank: dict[str, list[float]] = field(default_factory=dict)  # Scope.RANK kinds, one value per rank
+
+    def nonfinite_gradients(self) -> list[str]:
+        """Parameters whose gradient norm is NaN or infinite: their non-finite entries are counted."""
+        norms = self.folded["grad_norm"]
+        return [n for n in self.params_with_grad if not math.isfinite(norms.get(n, 0.0))]
 
     def add(self, kind: str, name: str, prepared: float) -> None:
         """Fold one more (prepared: squared for norms) value of `kind` into the window."""
@@ -624,9 +730,23 @@ def _stack(values: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack([v.to(target) for v in values])
 
 
-def _to_host(chunks: list[torch.Tensor]) -> list[float]:
-    if not chunks:
-        return []
-    if len({c.device for c in chunks}) > 1:
-        chunks = [c.to(chunks[0].device) for c in chunks]
-    return torch.cat(chunks).tolist()  # the one device-to-host copy of the step
+def count_nonfinite(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The number of NaN and infinite entries of each tensor, on its device (0-d float64 each).
+
+    g * 0 is NaN exactly where g is not finite, and the 0-"norm" counts what is not 0: two
+    multi-tensor passes, no per-tensor comparisons. The products are temporaries, made a
+    bounded group of tensors at a time."""
+    counts: list[torch.Tensor] = []
+    group: list[torch.Tensor] = []
+    size = 0
+    for g in grads + [None]:  # type: ignore[list-item]
+        if group and (g is None or size + g.numel() * g.element_size() > _NONFINITE_GROUP_BYTES):
+            counts.extend(torch._foreach_norm(torch._foreach_mul(group, 0.0), 0, dtype=torch.float64))
+            group, size = [], 0
+        if g is not None:
+            group.append(g)
+            size += g.numel() * g.element_size()
+    return counts
+
+
+_NONFINITE_GROUP_BYTES = 64 << 20

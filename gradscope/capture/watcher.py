@@ -16,15 +16,16 @@ from __future__ import annotations
 import os
 import warnings
 import weakref
+from collections import deque
 from time import perf_counter
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from ..distributed import combiner_for, is_sharded, process_rank
 from ..errors import GradscopeError
-from ..measure import SAMPLING_NOTE, StepAccumulator
+from ..measure import SAMPLING_NOTE, HostBuffers, PendingValues, StepAccumulator
 from ..model_tree import WatchedModule, is_weight_layer, select_modules, unwrap
 from ..record import RunRecord
 from . import meta
@@ -47,6 +48,17 @@ from .probes import AsyncFlags, OutputProbe, UpdateProbe, current_gradients, fun
 # The key of the model's functional output activation among `Watcher._functional` (keyed by the reading
 # layer's name otherwise): no module name contains a NUL.
 _OUTPUT = "\x00output"
+
+# Recorded steps whose copy may still be on its way; past this many the oldest is waited for.
+_MAX_PENDING = 8
+
+
+class _PendingStep(NamedTuple):
+    copy: PendingValues
+    entries: list[WatchedModule]  # the record entries as of the step (functional ones appear later)
+    step: int
+    skipped: bool
+    interval: Optional[int]  # budget=: the recording interval when the step was recorded
 
 
 class Watcher:
@@ -135,6 +147,14 @@ class Watcher:
         self._last_weight_layer: Optional[str] = None  # the Linear/Conv that ran last in this forward
         self._step_nodes: dict[int, Any] = {}  # autograd nodes of activations measured this step
         budget_option = {} if budget is None else {"budget": budget}
+        # On a GPU a recorded step's one device-to-host copy is queued, not waited for: the step is
+        # written to the record once the copy has landed (at a later step end), or when the record
+        # is read or the watch detached. None: defer where waiting would stall the CPU (CUDA);
+        # True runs the same path on a CPU (the tests do).
+        self._defer_copies: Optional[bool] = None
+        self._pending: deque[_PendingStep] = deque()
+        self._host_buffers = HostBuffers()
+        self._write_pending_hook = self._hook("record-step", self._write_pending)
         header = meta.run_meta(
             self.model, optimizer, every=every, **budget_option, include=include, exclude=exclude, activations=activations,
             gradients=gradients, update_ratio=self.update_ratio, scaler=self.scaler is not None, world_size=self._world,
@@ -176,6 +196,7 @@ class Watcher:
             self._update.clear()
             self._accumulator = StepAccumulator()
             self._window_start = None
+            self._write_pending_hook.run(True)
             self._refresh_record()
             meta.close_record(self._record)
 
@@ -190,6 +211,7 @@ class Watcher:
     @property
     def record(self) -> RunRecord:
         """The run so far (complete once detached); with path=, read back from the store."""
+        self._write_pending_hook.run(True)  # steps whose copy is still on its way: waited for now
         self._refresh_record()
         return meta.read_record(self._record)
 
@@ -518,14 +540,20 @@ class Watcher:
                     self._accumulator.queue("loss_scale", "", scale)
                 accumulator, self._accumulator = self._accumulator, StepAccumulator()
                 self._window_start = None
-                values = accumulator.flush(self._ranks)
+                self._write_pending_hook.run(False)
                 self._recorded_steps += 1
-                if self._keeps_statistics:
-                    interval = self._clock.interval if self.budget is not None else None
-                    meta.write_step(
-                        self._record, self._watched + self._functional_entries, end.step, values, end.skipped, interval
-                    )
+                entries = self._watched + self._functional_entries
+                interval = self._clock.interval if self.budget is not None else None
+                if self._defers(accumulator):
+                    copy = accumulator.flush_later(self._host_buffers)
+                    self._pending.append(_PendingStep(copy, entries, end.step, end.skipped, interval))
+                else:
+                    values = accumulator.flush(self._ranks)
+                    if self._keeps_statistics:
+                        meta.write_step(self._record, entries, end.step, values, end.skipped, interval)
             else:
+                if self._pending:
+                    self._write_pending_hook.run(False)
                 # A void step is noticed only while recorded steps' hooks are on: it may roll back to here.
                 if self.optimizer is not None and self._clock.recording:
                     self._window_start = self._accumulator.copy()
@@ -551,6 +579,24 @@ class Watcher:
         wall, self._step_boundary = now - self._step_boundary, now
         self._clock.step_timed(wall, own if timed else None)
         timer.active = self._clock.timing
+
+    def _defers(self, accumulator: StepAccumulator) -> bool:
+        """Queue this step's copy instead of waiting for it? Only for one process: combining ranks is
+        a collective, which waits anyway."""
+        if self._ranks is not None:
+            return False
+        if self._defer_copies is not None:
+            return self._defer_copies
+        return bool(accumulator.queued) and accumulator.queued[0].is_cuda
+
+    def _write_pending(self, wait: bool) -> None:
+        """Write the recorded steps whose copy has landed, in step order; with `wait`, all of them.
+        Past _MAX_PENDING steps the oldest is waited for."""
+        pending = self._pending
+        while pending and (wait or len(pending) >= _MAX_PENDING or pending[0].copy.ready()):
+            step = pending.popleft()  # first: a step whose writing fails is not tried again
+            values = step.copy.values(self._host_buffers)
+            meta.write_step(self._record, step.entries, step.step, values, step.skipped, step.interval)
 
     @property
     def _functional_entries(self) -> list[WatchedModule]:
