@@ -2,6 +2,7 @@
 
     python benchmarks/overhead.py [--rounds 8] [--steps 4] [--models mlp,cnn,resnet20,gpt,small_mlp]
     python benchmarks/overhead.py --device cuda      # a GPT-2-small-sized model, bf16 autocast
+    python benchmarks/overhead.py --quick            # 3 rounds of 3 steps: a smoke run, or the GPU check
     python benchmarks/overhead.py --before DIR       # also another checkout's gradscope, same run
 
 Blocks of `--steps` steps of every variant alternate in one process, so all of them see the same
@@ -16,7 +17,13 @@ times on a shared machine mean little; run it a few times and read the ranges). 
   about 1.02x, and the interval it chose;
 - the floor: hooks that read every activation, output gradient and parameter gradient once
   (one reduction each, nothing copied): what any per-layer statistic must cost at least;
-- naive hooks: statistics written the obvious way, with a `.item()` per layer and statistic.
+- naive hooks: statistics written the obvious way, with a `.item()` per layer and statistic;
+- on CUDA, every=1 with the step's copy waited for (`_defer_copies=False`, what a CPU does): what
+  queueing the copy non-blocking into pinned memory, read at a later step, buys.
+
+On CUDA a block of steps is timed as a whole, synchronised before and after it, and each of its
+steps gets the block's mean: the CPU queues kernels ahead, so a step's own time would include a
+wait for the previous one's. (`benchmarks/gpu_check.sh` runs this with the CUDA tests.)
 
 `--before DIR` loads the gradscope package of another checkout (`git archive REV gradscope | tar
 -x -C DIR`) under another name and adds its `every=1` as a variant: before and after, one run.
@@ -284,6 +291,10 @@ def variants(model: nn.Module, optimizer: torch.optim.Optimizer, before: Any = N
         found.append(Variant(f"every={every}", watcher.attach, watcher.detach))
     watcher = gradscope.Watcher(model, optimizer, budget=0.02)
     found.append(Variant("budget=0.02", watcher.attach, watcher.detach, watcher))
+    if next(model.parameters()).is_cuda:
+        watcher = gradscope.Watcher(model, optimizer)
+        watcher._defer_copies = False
+        found.append(Variant("every=1 copy waited", watcher.attach, watcher.detach))
     for naive, label in ((False, "floor"), (True, "naive")):
         hooks = ReferenceHooks(model, naive)
         found.append(Variant(label, hooks.attach, hooks.detach))
@@ -291,11 +302,6 @@ def variants(model: nn.Module, optimizer: torch.optim.Optimizer, before: Any = N
 
 
 # ---- timing ---------------------------------------------------------------------------------------
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def train_step(bench: Bench, optimizer: torch.optim.Optimizer, device: str) -> None:
@@ -310,13 +316,18 @@ def train_step(bench: Bench, optimizer: torch.optim.Optimizer, device: str) -> N
 def time_steps(bench: Bench, optimizer: torch.optim.Optimizer, steps: int, device: str) -> list[float]:
     """Seconds per step. On a CPU with one thread every op (the backward too) runs on this
     thread, so its CPU time is the step's cost, whatever else takes the cores meanwhile."""
+    if device == "cuda":  # the whole block: the GPU runs behind the CPU, which queues ahead
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            train_step(bench, optimizer, device)
+        torch.cuda.synchronize()
+        return [(time.perf_counter() - start) / steps] * steps
     clock = time.thread_time if device == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
     times = []
     for _ in range(steps):
-        _sync(device)
         start = clock()
         train_step(bench, optimizer, device)
-        _sync(device)
         times.append(clock() - start)
     return times
 
@@ -389,6 +400,7 @@ def measure(bench: Bench, rounds: int, steps: int, device: str, before: Any = No
 COLUMNS = (
     ("before every=1", "before"),
     ("every=1", "every=1"),
+    ("every=1 copy waited", "1:copy waited"),
     ("every=10 mean", "every=10"),
     ("every=100", "100:between"),
     ("every=100 mean", "100:mean"),
@@ -411,14 +423,17 @@ def report(name: str, result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 8; --quick 3)")
+    parser.add_argument("--steps", type=int, default=None, help="steps of each variant a round (default 4; --quick 3)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 3 steps: about 2 minutes on one GPU")
     parser.add_argument("--models", default=",".join(CPU_MODELS), help=f"comma-separated, of {', '.join(CPU_MODELS)}")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--before", metavar="DIR", help="a checkout whose gradscope/ is measured too, as 'before'")
     # One intra-op thread: on a shared machine a second thread waits for a descheduled first.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on a CPU (default 1)")
     args = parser.parse_args()
+    args.rounds = args.rounds or (3 if args.quick else 8)
+    args.steps = args.steps or (3 if args.quick else 4)
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
