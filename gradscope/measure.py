@@ -10,7 +10,9 @@ written once, in `KINDS`: the `StepAccumulator` and `StepValues` fold a window w
 
 A `StepAccumulator` reduces each tensor to 0-d tensors that are queued, never read. At the end
 of a recorded step `flush()` stacks every queued value into one tensor, copies it to the host
-once, and `StepValues` turns the folded values into statistics.
+once, and `StepValues` turns the folded values into statistics. On a GPU, `flush_later()`
+queues that copy non-blocking into page-locked memory instead (`PendingValues`), to be read at
+a later step, so the training thread never waits for the GPU.
 
 A new statistic touches: its definition (`statdefs.STATS`), a row in `KINDS` for each new raw
 kind it needs, the line of the accumulator that takes it, and the line of `StepValues` that
@@ -716,7 +718,9 @@ class StepValues:
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
     if t.is_sparse:
-        return t.coalesce()._values()  # statistics of the stored entries of a sparse gradient
+        # Statistics of the stored entries of a sparse gradient; coalescing sizes its result on
+        # the host, so on a GPU it waits for the gradient (sparse gradients only).
+        return t.coalesce()._values()
     return t
 
 

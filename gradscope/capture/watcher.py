@@ -243,6 +243,8 @@ class Watcher:
 
         A value logged after a training forward but before `optimizer.step()` belongs to the
         step in progress; one logged after the step (the usual place) to the step just taken.
+        A tensor is copied to the host at once, which on a GPU waits for it: pass a float you
+        already have (from `loss.item()`) where that matters.
         """
         if not self._keeps_statistics:
             return
