@@ -36,10 +36,18 @@ class _FunctionalNet(nn.Module):
         return self.fc3(torch.tanh(self.fc2(F.relu(self.fc1(x)))))
 
 
+class _SigmoidOutputNet(_FunctionalNet):
+    """A final torch.sigmoid that no layer reads: measured on the model's output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(super().forward(x))
+
+
 MODELS = {
     "tanh-mlp": (lambda: mlp((8, 16, 16, 3), nn.Tanh), lambda: classification_batches(8, batch=8)),
     "resnet": (SmallResNet, lambda: image_batches(8, batch=4)),
     "functional": (_FunctionalNet, lambda: classification_batches(8, batch=8)),
+    "sigmoid-output": (_SigmoidOutputNet, lambda: classification_batches(8, batch=8)),
 }
 
 
