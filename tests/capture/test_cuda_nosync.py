@@ -103,10 +103,9 @@ class _NoSync:
 @pytest.mark.parametrize("every", [1, 3])
 def test_watched_cuda_steps_do_not_synchronise_the_stream(every, autocast):
     steps = 6
-    cycles_per_ms = _cycles_per_ms()
     model, opt, batches = _setup("cuda", 2 + 2 * steps)
     _train(model, opt, batches[:2], autocast)  # kernels, allocator, momentum buffers
-    torch.cuda.synchronize()
+    cycles_per_ms = _cycles_per_ms()  # measured once the GPU's clock has risen from idle
     try:  # the control: the plain loop itself must not synchronise, or the check below means nothing
         with _NoSync():
             _train(model, opt, batches[:2], autocast)
