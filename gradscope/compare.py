@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -18,6 +19,7 @@ from tabulate import tabulate
 
 from .decay import first_last_ratio
 from .diagnose import Diagnosis, Finding
+from .diagnose.coverage import LEGEND, Coverage, Gap, coverage, legend_lines
 from .number_format import compact, percent
 from .record import ModuleInfo, RunRecord
 
@@ -35,6 +37,8 @@ class LayerRow:
     a: Optional[ModuleInfo]
     b: Optional[ModuleInfo]
     values: dict[str, tuple[Optional[float], Optional[float]]]  # stat -> (value in A, value in B), last recorded
+    # stat -> why A's and B's value is missing (coverage.Gap, None where measured or no such layer)
+    gaps: dict[str, tuple[Optional[Gap], Optional[Gap]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,10 +55,15 @@ class Comparison:
 def compare_runs(
     a: RunRecord, b: RunRecord, diagnosis_a: Diagnosis, diagnosis_b: Diagnosis, label_a: str = "A", label_b: str = "B"
 ) -> Comparison:
-    rows = [
-        LayerRow(ma, mb, {stat: (_value(a, ma, stat), _value(b, mb, stat)) for stat, _, _ in COMPARED_STATS})
-        for ma, mb in align_layers(a.modules, b.modules)
-    ]
+    cover_a, cover_b = coverage(a), coverage(b)
+    rows = []
+    for ma, mb in align_layers(a.modules, b.modules):
+        values = {stat: (_value(a, ma, stat), _value(b, mb, stat)) for stat, _, _ in COMPARED_STATS}
+        gaps = {
+            stat: (_gap(cover_a, ma, stat, values[stat][0]), _gap(cover_b, mb, stat, values[stat][1]))
+            for stat, _, _ in COMPARED_STATS
+        }
+        rows.append(LayerRow(ma, mb, values, gaps))
     codes_a, codes_b = set(diagnosis_a.codes()), set(diagnosis_b.codes())
     return Comparison(
         label_a=label_a,
@@ -100,17 +109,28 @@ def render_comparison(comparison: Comparison) -> str:
     """The comparison as plain text (a table, then the finding changes), readable at 100 columns."""
     a, b = comparison.label_a, comparison.label_b
     headers = [f"layer in {a}", f"layer in {b}"] + [f"{title}\n{a} -> {b}" for _, title, _ in COMPARED_STATS]
-    table = []
+    table, shown = [], []
     for row in comparison.rows:
         cells = [_layer_cell(row.a), _layer_cell(row.b)]
         for stat, _, spell in COMPARED_STATS:
-            va, vb = row.values[stat]
-            cells.append("" if va is None and vb is None else f"{spell(va)} -> {spell(vb)}")
+            (va, vb), gaps = row.values[stat], row.gaps.get(stat, (None, None))
+            words = [spell(v) if gap is None else gap.label for v, gap in zip((va, vb), gaps)]
+            shown += [gap for gap in gaps if gap is not None]
+            cells.append(f"{words[0]} -> {words[1]}")
         table.append(cells)
     lines = [
-        f"Comparing {a} and {b} (last recorded step of each; '-' = not measured for that layer)",
+        f"Comparing {a} and {b} (last recorded step of each; a word says why a value was not measured, "
+        "'-' = no such layer in that run)",
         "",
         tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True),
+    ]
+    if shown:
+        lines.append("Not measured, and why:")
+        width = max(len(label) for label, _ in legend_lines(shown)) + 2
+        for label, _ in legend_lines(shown):
+            lines += textwrap.wrap(LEGEND[label], 100, initial_indent=f"  {label:<{width}}",
+                                   subsequent_indent=" " * (width + 2), break_on_hyphens=False)
+    lines += [
         "",
         "Backprop signal at the first layer / at the last layer (1 = no decay): "
         f"{compact(comparison.signal_ratios[0])} in {a} -> {compact(comparison.signal_ratios[1])} in {b}",
@@ -145,6 +165,10 @@ def _value(record: RunRecord, module: Optional[ModuleInfo], stat: str) -> Option
     if module is None or module.name not in record.layer_stats:
         return None
     return record.last(stat, module.name)
+
+
+def _gap(cover: Coverage, module: Optional[ModuleInfo], stat: str, value: Optional[float]) -> Optional[Gap]:
+    return cover.gap(module, stat) if module is not None and value is None else None
 
 
 def _layer_cell(module: Optional[ModuleInfo]) -> str:

@@ -141,9 +141,9 @@ def _layers_section(page: ReportPage) -> Section:
     explained = [element("summary", "What the columns mean"), element("dl", glossary, class_="glossary")]
     parts = [element("details", join(explained))]
     if page.activation_note:
-        parts.append(element("p", page.activation_note, class_="coverage-note"))
+        parts.append(element("p", inline_code(page.activation_note), class_="coverage-note"))
     if page.not_measured:
-        legend = join(join([element("dt", label), element("dd", meaning)]) for label, meaning in page.not_measured)
+        legend = join(join([element("dt", label), element("dd", inline_code(meaning))]) for label, meaning in page.not_measured)
         heading = element("p", "Not measured, and why (hover a cell for its own reason):", class_="legend-heading")
         parts.append(join([heading, element("dl", legend, class_="glossary not-measured")]))
     return Section("Per-layer statistics", join(parts), tables=[table], anchor="layers")

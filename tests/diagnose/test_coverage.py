@@ -195,3 +195,14 @@ def test_layers_seen_only_between_recorded_steps_eval_mode_and_unseen_forwards()
     record.meta.notes.append(meta.unseen_forward_note(fullgraph=True))  # as a fullgraph-compiled run writes it
     record.layer_stats["fc"] = {k: v for k, v in record.layer_stats["fc"].items() if not k.startswith(("act_", "back"))}
     assert _gaps(record)[("fc", "act_sparsity")][0] == "compile"
+
+
+def test_compare_says_why_as_the_report_does():
+    from gradscope.compare import compare_runs, render_comparison
+
+    a, b = _mixed_record(), _mixed_record(activations=False)
+    text = render_comparison(compare_runs(a, b, gradscope.diagnose(a), gradscope.diagnose(b)))
+    row = next(line for line in text.splitlines() if line.startswith("act "))
+    assert row.split()[-6:] == ["0%", "->", "off", "n/a", "->", "n/a"]
+    assert "  off      Switched off for this run" in text and "Not measured, and why:" in text
+    assert "parts.<b>odd</b>→tanh F.tanh  -" in text  # no such layer in B: a dash, said in the header
