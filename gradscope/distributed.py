@@ -171,6 +171,16 @@ class RankCombiner:
         )
         return layout, torch.cat(parts)
 
+    def agree_max(self, value: int) -> int:
+        """The largest of every rank's `value` (budget=: the ranks must record the same steps, so
+        they take the longest recording interval any of them chose). One small collective, read
+        back at once: with NCCL a wait for the queued kernels, twice per recording interval."""
+        device = torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
+        tensor = torch.tensor([value], dtype=torch.int64, device=device)
+        self._dist.all_reduce(tensor, op=self._dist.ReduceOp.MAX, group=self.group)
+        self.collectives += 1
+        return int(tensor.item())
+
     def _exchange(self, layout: tuple, vector: torch.Tensor) -> list[tuple[tuple, torch.Tensor]]:
         """Every rank's (layout, values). One all_gather while all ranks measure the same things
         (the usual case); when layouts differ (first step, data-dependent branches) a fallback

@@ -97,6 +97,13 @@ class StepClock:
         self.chooser.step_ended(self.step - 1, wall_seconds, own_seconds)
         self.recording = self._records(self.step)
 
+    def agree_interval(self, interval: int) -> None:
+        """Use `interval` from now on (budget, several ranks: the longest any rank chose, so that
+        every rank records the same steps); like `step_timed`, called between steps."""
+        if self.chooser is not None:
+            self.chooser.use_interval(interval)
+            self.recording = self._records(self.step)
+
     # ---- events ---------------------------------------------------------------------------------------
     def attach(self) -> None:
         self._attached_at = self.step
@@ -252,6 +259,10 @@ class IntervalChooser:
         if own is not None:
             self._choose(between, may_fall=recorded)
         self.next_recorded = self._last_recorded + self.interval
+
+    def use_interval(self, interval: int) -> None:
+        self.interval = interval
+        self.next_recorded = self._last_recorded + interval
 
     def _choose(self, between: float, may_fall: bool) -> None:
         own = statistics.median(self._own) if self._own else 0.0

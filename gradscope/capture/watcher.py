@@ -580,6 +580,8 @@ class Watcher:
         own = timer.take(now)
         wall, self._step_boundary = now - self._step_boundary, now
         self._clock.step_timed(wall, own if timed else None)
+        if self._ranks is not None and timed:  # every rank decided now: they must record the same steps
+            self._clock.agree_interval(self._ranks.agree_max(self._clock.interval))
         timer.active = self._clock.timing
 
     def _defers(self, accumulator: StepAccumulator) -> bool:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..capture import Watcher
+from ..capture.clock import check_budget
 from ..capture.hooks import unwrap_optimizer
 from ..diagnose import Diagnosis, diagnose
 from ..diagnose.engine import SKIPPED
@@ -68,6 +69,7 @@ class WatchSession:
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise GradscopeError(f"every must be a positive integer (record every Nth step), got {every!r}.")
+        check_budget(watch_options.get("budget"))  # at the callback's construction, not at fit start
         self.every = every
         self.path = path
         self.html = html

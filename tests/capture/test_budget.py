@@ -16,6 +16,7 @@ import torch
 import gradscope
 from gradscope import RunRecord
 from gradscope.errors import ConfigError
+from gradscope.report.html import render_html
 from gradscope.report.text import render_text
 
 from ..models import all_hooks, classification_batches, mlp, train_steps
@@ -102,10 +103,12 @@ def test_a_streamed_budget_run_stores_its_intervals(tmp_path):
     assert sum(n.startswith("Overhead budget 5 %") for n in stored.meta.notes) == 1
 
 
-def test_the_text_report_says_the_steps_were_chosen_by_the_budget(runs):
+def test_the_reports_say_the_steps_were_chosen_by_the_budget(runs):
     _, (_, record) = runs
     text = render_text(record, gradscope.diagnose(record))
     assert "chosen by an overhead budget" in text and "Overhead budget 2 %: recorded" in text
+    page = render_html(record, None, figures=[])
+    assert f"Overhead budget 2 %: recorded {len(record.steps)} of {STEPS} steps" in page
 
 
 def test_every_is_the_shortest_interval_with_a_budget():
@@ -121,3 +124,16 @@ def test_bad_budgets_are_refused_before_anything_is_hooked(bad):
     with pytest.raises(ConfigError, match=r"`budget` must be a number above 0 and at most 1.*got"):
         gradscope.watch(model, budget=bad)
     assert all_hooks(model) == 0
+
+
+def test_without_an_optimizer_each_backward_is_a_step_the_budget_counts():
+    torch.manual_seed(0)
+    model = mlp()
+    with gradscope.watch(model, budget=0.02) as run:
+        for x, y in classification_batches(STEPS):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            model.zero_grad()
+    record = run.record
+    assert run.step == STEPS and record.steps[0] == 0 and 1 < len(record.steps) < STEPS // 2
+    assert len(record.intervals) == len(record.steps) == run.recorded_steps
+    assert record.last("grad_norm", "0") is not None

@@ -129,6 +129,25 @@ def _worker(rank: int, port: int, out: str) -> None:
             _train(model, ddp, opt, _ddp_batches(), F.cross_entropy, rank)
         run.save(out_dir / "ddp_every2.json")
 
+        # DDP with budget=: each rank times itself, yet both must record the same steps (the flush
+        # is a collective). Costs differ between real ranks; here the budgets do, so that on its own
+        # rank 1 would record nearly every step and rank 0 rarely.
+        model = _ddp_model()
+        ddp = DDP(model)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        recorded_at = []
+        with gradscope.watch(ddp, optimizer=opt, budget=0.01 if rank == 0 else 1.0) as run:
+            for i, batch in enumerate(_ddp_batches() * 4):
+                x, y = _local(batch, rank)
+                F.cross_entropy(ddp(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+                if run.recorded_steps > len(recorded_at):
+                    recorded_at.append(i)
+        result["budget_recorded_at"] = recorded_at
+        result["budget_record_steps"] = run.record.steps
+        result["budget_intervals"] = run.record.intervals
+
         # DDP with GradScaler: rank 1's loss overflows at step 1, the all-reduce spreads the inf,
         # both ranks' scalers skip the step, and both end it (the collective needs both)
         model = _ddp_model()
@@ -439,3 +458,12 @@ def test_ddp_grad_scaler_overflow_on_one_rank_is_a_skipped_step(two_ranks):
     unscaled = _reference_ddp().series("grad_norm", "0.weight")[0]
     assert record.series("grad_norm", "0.weight")[0] == pytest.approx(unscaled, rel=1e-5)
     assert not record.hook_errors
+
+
+def test_ddp_with_a_budget_records_the_same_steps_on_every_rank(two_ranks):
+    ranks = [json.loads((two_ranks / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    recorded = [r["budget_recorded_at"] for r in ranks]
+    assert recorded[0] == recorded[1], recorded  # the longest interval any rank chose, agreed at each decision
+    assert recorded[0][0] == 0 and len(recorded[0]) < 4 * STEPS
+    assert ranks[0]["budget_record_steps"] == recorded[0] and ranks[1]["budget_record_steps"] == []
+    assert len(ranks[0]["budget_intervals"]) == len(recorded[0])

@@ -131,3 +131,10 @@ def test_budget_through_the_callback_logs_the_summaries_of_the_steps_it_recorded
         logged = [int(r["step"]) for r in csv.DictReader(handle) if r.get("gradscope/grad_norm_total")]
     assert logged == record.steps  # the callback learned which steps were recorded from the watcher
     assert all_hooks(module) == hooks_before
+
+
+def test_a_bad_budget_is_refused_when_the_callback_is_made():
+    from gradscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`budget` must be a number above 0 and at most 1"):
+        GradscopeCallback(budget=0)
