@@ -560,6 +560,8 @@ class Watcher:
                 if self.optimizer is not None and self._clock.recording:
                     self._window_start = self._accumulator.copy()
         finally:
+            if self._timer is not None and not end.void:
+                self._time_step()  # first: with a budget it may change whether the next step is recorded
             if self._attached or self._hooks_recording is not None:
                 self._use_hooks_for(self._clock.recording)
                 if not end.recorded and not end.void:
@@ -568,12 +570,11 @@ class Watcher:
             self._step_nodes = {}
             self._sentinel.clear()
             self._local_norms = {}
-            if self._timer is not None and not end.void:
-                self._time_step()
 
     def _time_step(self) -> None:
         """budget=: tell the clock how long the step that just ended took, end to end, and how
-        long gradscope's hooks took in it if it was timed (its flush included: this runs last)."""
+        long gradscope's hooks took in it if it was timed (its flush included). Swapping the hook
+        sets for the next step comes after, and counts towards the next step's own time."""
         timer = self._timer
         now = perf_counter()
         timed = timer.active
