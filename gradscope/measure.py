@@ -393,8 +393,8 @@ class StepAccumulator:
         for kind, values in (
             ("grad_norm", torch._foreach_norm(grads, 2, dtype=_F32)),
             ("weight_norm", torch._foreach_norm([_dense(w.detach()) for w in weights], 2, dtype=_F32)),
-            ("grad_l1", torch._foreach_norm(samples, 1, dtype=_F32)),  # sum |g| of the sample
-            ("grad_nonzero", torch._foreach_norm(samples, 0, dtype=_F32)),  # nonzero count of the sample
+            ("grad_l1", _abs_sums(samples)),
+            ("grad_nonzero", _nonzero_counts(samples)),
         ):
             self.queue_each(kind, names, values)
         highs, lows = [], []
@@ -714,6 +714,36 @@ class StepValues:
             update_sq = sum(f["update_norm"][n] * scale[n] for n in names)
             stats["update_ratio"] = math.sqrt(update_sq) / math.sqrt(weight_sq) if weight_sq > 0 else None
         return stats
+
+
+# On a CPU the multi-tensor 1- and 0-norms are slow on large tensors (a 32768-entry sample: 70 and 80 us,
+# against 35 us for abs().sum() and 50 us for count_nonzero) but save a call per tensor on small ones.
+_FOREACH_UP_TO = 4096
+
+
+def _by_size(tensors: list[torch.Tensor], small: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+             large: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """`small` on the small tensors at once, `large` on each large one; results in input order."""
+    big = [i for i, t in enumerate(tensors) if t.numel() > _FOREACH_UP_TO]
+    if not big:
+        return small(tensors)
+    results: list[Optional[torch.Tensor]] = [None] * len(tensors)
+    for i in big:
+        results[i] = large(tensors[i])
+    rest = [i for i, r in enumerate(results) if r is None]
+    for i, value in zip(rest, small([tensors[i] for i in rest]) if rest else []):
+        results[i] = value
+    return results  # type: ignore[return-value]
+
+
+def _abs_sums(samples: list[torch.Tensor]) -> list[torch.Tensor]:
+    """sum |x| of each tensor, as float32."""
+    return _by_size(samples, lambda ts: torch._foreach_norm(ts, 1, dtype=_F32), lambda t: t.abs().sum(dtype=_F32))
+
+
+def _nonzero_counts(samples: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Number of nonzero entries of each tensor (float32 for small ones, int64 for large: both stack)."""
+    return _by_size(samples, lambda ts: torch._foreach_norm(ts, 0, dtype=_F32), torch.count_nonzero)
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
