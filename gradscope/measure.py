@@ -259,15 +259,9 @@ def per_unit_peak(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
     return high.float().abs_() + low.float().abs_()
 
 
-def count_nonzero_fast(t: torch.Tensor) -> torch.Tensor:
-    """Number of nonzero entries of a float tensor. On a CPU `count_nonzero` is the faster op for
-    the few thousand entries of a sample, a vectorised sign-and-sum for larger tensors."""
-    if t.numel() <= _COUNT_NONZERO_UP_TO:
-        return torch.count_nonzero(t)
-    return t.sign().abs_().sum(dtype=_F32)
-
-
-_COUNT_NONZERO_UP_TO = 4 * ACTIVATION_SAMPLE
+# Staged activation samples are reduced once this many wait (at most ~2 * ACTIVATION_SAMPLE
+# entries each), so a step with many forward calls holds a bounded amount of copies.
+_MAX_STAGED = 256
 
 
 @dataclass
@@ -282,6 +276,10 @@ class StepAccumulator:
     layers: dict[str, LayerCounters] = field(default_factory=lambda: defaultdict(LayerCounters))
     params: dict[str, ParamCounters] = field(default_factory=dict)
     params_with_grad: list[str] = field(default_factory=list)
+    # activation samples copied in forward hooks, reduced in groups (see _reduce_samples), by
+    # (size, dtype, device, saturation counter): (layer, flat sample, only part of the output)
+    samples: dict[tuple, list[tuple[str, torch.Tensor, bool]]] = field(default_factory=lambda: defaultdict(list))
+    _staged: int = 0
     # tensors needed for the follow-up count of non-finite gradient entries (rare path)
     grads_for_nonfinite: dict[str, torch.Tensor] = field(default_factory=dict)
     # gradient norms at the end of the latest backward: queued with the gradients the optimizer reads
@@ -328,15 +326,36 @@ class StepAccumulator:
                 window.units = None
         self.queue("act_sum", name, total)
         # The spread, zeros and saturation come from the sample (all of a small tensor): a full
-        # second pass over a large output costs more than everything else here together.
+        # second pass over a large output costs more than everything else here together. The
+        # sample is copied now (a later in-place op may change the output) and reduced with the
+        # same-sized samples of other layers in a few ops (`_reduce_samples`), not four per layer.
         part = sample(out, ACTIVATION_SAMPLE)
         window.sampled += part.numel()
-        self.queue("act_sample_sum", name, total if part is out else part.sum(dtype=_F32))
-        self.queue("act_norm", name, torch.linalg.vector_norm(part, dtype=_F32))
-        self.queue("act_nonzero", name, count_nonzero_fast(part))
+        if part is out:
+            self.queue("act_sample_sum", name, total)
         if count_saturated is not None:
             window.saturating = True
-            self.queue("act_saturated", name, count_saturated(part))
+        key = (part.numel(), part.dtype, part.device, count_saturated)
+        self.samples[key].append((name, part.reshape(-1).clone(), part is not out))
+        self._staged += 1
+        if self._staged >= _MAX_STAGED:
+            self._reduce_samples()
+
+    def _reduce_samples(self) -> None:
+        """The staged activation samples, each group of same-sized ones stacked and reduced per row."""
+        for (_, _, _, count_saturated), staged in self.samples.items():
+            names = [name for name, _, _ in staged]
+            rows = torch.stack([part for _, part, _ in staged])
+            partial = [i for i, (_, _, sampled) in enumerate(staged) if sampled]
+            if partial:
+                sums = rows[partial].sum(1, dtype=_F32) if len(partial) < len(staged) else rows.sum(1, dtype=_F32)
+                self.queue_each("act_sample_sum", [names[i] for i in partial], list(sums.unbind()))
+            self.queue_each("act_norm", names, list(torch.linalg.vector_norm(rows, dim=1, dtype=_F32).unbind()))
+            self.queue_each("act_nonzero", names, list(torch.count_nonzero(rows, dim=1).unbind()))
+            if count_saturated is not None:
+                self.queue_each("act_saturated", names, list(count_saturated(rows).unbind()))
+        self.samples = defaultdict(list)
+        self._staged = 0
 
     def add_unit_activity(self, name: str, output: torch.Tensor, unit_dim: int, nonnegative: bool) -> None:
         """Between recorded steps only the dead-unit bookkeeping runs: a unit is dead only if it
@@ -441,6 +460,8 @@ class StepAccumulator:
 
     def measurements(self) -> "Measurements":
         """Everything measured in the window, still on the device (one rank's share under DDP/FSDP)."""
+        if self.samples:
+            self._reduce_samples()
         keys: list[tuple[str, str]] = []
         chunks: list[torch.Tensor] = []
         if self.queued:

@@ -5,6 +5,7 @@ Pure inspection of the module tree; nothing here registers hooks or computes sta
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
@@ -98,23 +99,34 @@ def unit_layout(module: nn.Module) -> Optional[str]:
 
 
 def saturation_counter(module: nn.Module, kind: Optional[str]) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    """A function counting the outputs in the flat region (see statdefs.SATURATION_THRESHOLDS).
+    """A function counting, per row of a 2-d tensor, the entries in the flat region (see
+    statdefs.SATURATION_THRESHOLDS). The same function for every module with the same region,
+    so the samples of several layers can be counted in one go.
 
     Written with float ops (sign of a ReLU'd distance) rather than comparisons: on a CPU a
     boolean count is an order of magnitude slower than a vectorised float reduction.
     """
-    f32 = torch.float32
-    if kind == "sigmoid":
-        return lambda y: (y - 0.5).abs_().sub_(0.49).relu_().sign_().sum(dtype=f32)
-    if kind == "tanh":
-        return lambda y: y.abs().sub_(0.99).relu_().sign_().sum(dtype=f32)
-    if kind == "softsign":
-        return lambda y: y.abs().sub_(0.9).relu_().sign_().sum(dtype=f32)
     if kind in ("hardsigmoid", "hardtanh"):
         # The output is clamped to [low, high], so it sits exactly on a bound when flat.
         low, high = (0.0, 1.0) if kind == "hardsigmoid" else (float(module.min_val), float(module.max_val))
-        return lambda y: y.numel() - (y - low).mul_(high - y).sign_().abs_().sum(dtype=f32)
-    return None
+        return _clamped_counter(low, high)
+    return _SMOOTH_COUNTERS.get(kind) if kind is not None else None
+
+
+def _count_rows(flat: torch.Tensor) -> torch.Tensor:
+    return flat.sign_().sum(1, dtype=torch.float32)
+
+
+_SMOOTH_COUNTERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": lambda y: _count_rows((y - 0.5).abs_().sub_(0.49).relu_()),
+    "tanh": lambda y: _count_rows(y.abs().sub_(0.99).relu_()),
+    "softsign": lambda y: _count_rows(y.abs().sub_(0.9).relu_()),
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _clamped_counter(low: float, high: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda y: y.shape[1] - (y - low).mul_(high - y).sign_().abs_().sum(1, dtype=torch.float32)
 
 
 @dataclass
