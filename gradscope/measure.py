@@ -259,9 +259,9 @@ def per_unit_peak(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
     return high.float().abs_() + low.float().abs_()
 
 
-# Staged activation samples are reduced once this many wait (at most ~2 * ACTIVATION_SAMPLE
-# entries each), so a step with many forward calls holds a bounded amount of copies.
-_MAX_STAGED = 256
+# Staged activation samples are reduced once this many entries wait (1 MiB of float32), so the
+# copies add little to a step's peak memory however many outputs it has.
+_MAX_STAGED = 1 << 18
 
 
 @dataclass
@@ -279,7 +279,7 @@ class StepAccumulator:
     # activation samples copied in forward hooks, reduced in groups (see _reduce_samples), by
     # (size, dtype, device, saturation counter): (layer, flat sample, only part of the output)
     samples: dict[tuple, list[tuple[str, torch.Tensor, bool]]] = field(default_factory=lambda: defaultdict(list))
-    _staged: int = 0
+    _staged: int = 0  # entries in `samples`
     # tensors needed for the follow-up count of non-finite gradient entries (rare path)
     grads_for_nonfinite: dict[str, torch.Tensor] = field(default_factory=dict)
     # gradient norms at the end of the latest backward: queued with the gradients the optimizer reads
@@ -337,7 +337,7 @@ class StepAccumulator:
             window.saturating = True
         key = (part.numel(), part.dtype, part.device, count_saturated)
         self.samples[key].append((name, part.reshape(-1).clone(), part is not out))
-        self._staged += 1
+        self._staged += part.numel()
         if self._staged >= _MAX_STAGED:
             self._reduce_samples()
 
