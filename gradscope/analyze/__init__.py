@@ -1,8 +1,10 @@
 """The model-file path: what `gradscope analyze model.py` does, as library calls.
 
 `modelfile.py` loads and checks the file's contract, `batches.py` makes batches and synthetic
-inputs from it, `training.py` runs the watched training loop and returns a RunRecord; `TrainingChanges` lets a
-variant of that run (a fix trial) change the model, the optimizer or the step, and nothing else.
+inputs from it, `training.py` runs the watched training loop and returns a RunRecord (one per
+network when several optimizers train several networks, which `networks.py` tells apart);
+`TrainingChanges` lets a variant of that run (a fix trial) change the model, the optimizer or
+the step, and nothing else.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from .training import (
     AnalyzeConfig,
     TrainingChanges,
     analyze_file,
+    analyze_networks,
     seed_everything,
     train_model_file,
+    train_networks,
 )
 
 __all__ = [
@@ -23,6 +27,8 @@ __all__ = [
     "AnalyzeConfig",
     "TrainingChanges",
     "analyze_file",
+    "analyze_networks",
     "seed_everything",
     "train_model_file",
+    "train_networks",
 ]

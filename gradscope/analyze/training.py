@@ -10,11 +10,13 @@ notebooks can call it too. It prints nothing: progress goes to an optional callb
 
 with the validation loss (when the model file defines `val_data()`) computed at about ten evenly
 spaced steps (`val_every` changes that) under `torch.no_grad()` and `model.eval()`, then
-`model.train()` again.
+`model.train()` again. When make_optimizer returns an optimizer per network (a GAN), each
+network is watched with its own optimizer and has its own record (`analyze_networks`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -27,6 +29,7 @@ from torch import nn
 from ..capture import watch
 from ..capture.clock import check_budget
 from ..errors import ConfigError, GradscopeError, ModelFileError
+from ..network_runs import NetworkRun
 from ..record import RunRecord
 from .batches import (
     BatchSource,
@@ -37,6 +40,7 @@ from .batches import (
     to_device,
 )
 from .modelfile import ModelFile, exception_summary, load_model_file, user_code, user_location
+from .networks import split_networks
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
@@ -132,13 +136,32 @@ def analyze_file(
     """Load the model file, train it `config.steps` steps under `gradscope.watch`, return the record.
 
     Raises `ModelFileError` for anything wrong with the file or its model, `ConfigError` for bad
-    options. A NaN loss is not an error: the run completes and the record shows it.
+    options or for a file that trains several networks (use `analyze_networks`). A NaN loss is not
+    an error: the run completes and the record shows it.
     """
     config = config or AnalyzeConfig()
     config.validate()
     seed_everything(config.seed)  # before loading: a module-level `model` is built while the file runs
     model_file = load_model_file(path)
     return train_model_file(model_file, config, progress, changes)
+
+
+def analyze_networks(
+    path: str | os.PathLike[str],
+    config: Optional[AnalyzeConfig] = None,
+    progress: Optional[Progress] = None,
+    before_training: Optional[Callable[[list[str]], None]] = None,
+) -> list[NetworkRun]:
+    """`analyze_file` with one record per network: one `NetworkRun` when one optimizer trains the
+    model, one per network when `make_optimizer` returns an optimizer for each (a GAN).
+
+    `before_training(names)` is called with the networks' names once they are known, before the
+    first step: a caller that cannot handle several raises there, before any training time is spent.
+    """
+    config = config or AnalyzeConfig()
+    config.validate()
+    seed_everything(config.seed)
+    return train_networks(load_model_file(path), config, progress, before_training=before_training)
 
 
 def train_model_file(
@@ -148,6 +171,26 @@ def train_model_file(
     changes: TrainingChanges = NO_CHANGES,
 ) -> RunRecord:
     """Train an already loaded model file as `analyze_file` does. The caller seeds (`seed_everything`)."""
+
+    def one_network(names: list[str]) -> None:
+        if len(names) > 1:
+            raise ConfigError(
+                f"{model_file.name} trains {len(names)} networks ({', '.join(names)}), each with its own optimizer, "
+                "so there is one record per network, not one for the model. Call "
+                "gradscope.analyze.analyze_networks (or train_networks) to get each network's record."
+            )
+
+    return train_networks(model_file, config, progress, changes, one_network)[0].record
+
+
+def train_networks(
+    model_file: ModelFile,
+    config: AnalyzeConfig,
+    progress: Optional[Progress] = None,
+    changes: TrainingChanges = NO_CHANGES,
+    before_training: Optional[Callable[[list[str]], None]] = None,
+) -> list[NetworkRun]:
+    """Train an already loaded model file with one watcher per network (see `analyze_networks`)."""
     config.validate()
     device = resolve_device(config.device)
     model = model_file.instantiate()
@@ -165,14 +208,41 @@ def train_model_file(
     notes.append(f"gradscope analyze trained on {source.describe()}.")
     if source.kind == "synthetic":
         notes.append("Targets were random (see gradscope.analyze.batches): the losses say nothing about generalization.")
+    split = split_networks(model, recipe.optimizer, recipe.optimizers)
+    if split.note:
+        notes.append(split.note)
+    names = [part.name for part in split.parts]
+    if before_training is not None:
+        before_training(names)
 
-    with watch(model, optimizer=recipe.optimizers[0], every=config.every, budget=config.budget) as run:
-        train_watched(model, model_file, source, recipe, loss, config, [run], progress, changes)
+    with contextlib.ExitStack() as stack:
+        runs = [
+            stack.enter_context(watch(part.module, optimizer=part.optimizer, every=config.every, budget=config.budget))
+            for part in split.parts
+        ]
+        train_watched(model, model_file, source, recipe, loss, config, runs, progress, changes, names)
 
-    record = run.record
-    record.meta.options.update(_options_for_record(model_file, config, recipe.label, loss[1], source))
-    record.meta.notes.extend(notes)
-    return record
+    several = len(split.parts) > 1
+    results = []
+    for part, run in zip(split.parts, runs):
+        record = run.record
+        options = _options_for_record(model_file, config, recipe.label, loss[1], source)
+        if several:
+            options.update(network=part.name, optimizer_used=f"{type(part.optimizer).__name__} from make_optimizer")
+        record.meta.options.update(options)
+        record.meta.notes.extend(notes)
+        if several:
+            record.meta.notes.append(_network_note(part.name, [p.name for p in split.parts]))
+        results.append(NetworkRun(part.name, record))
+    return results
+
+
+def _network_note(name: str, names: list[str]) -> str:
+    others = ", ".join(other for other in names if other != name)
+    return (
+        f"make_optimizer returned one optimizer per network: this is the record of {name}, watched with its own "
+        f"optimizer; {others} {'has' if len(names) == 2 else 'have'} a record of {'its' if len(names) == 2 else 'their'} own."
+    )
 
 
 @dataclass
@@ -264,8 +334,10 @@ def train_watched(
     runs: list[Any],
     progress: Optional[Progress] = None,
     changes: TrainingChanges = NO_CHANGES,
+    names: Optional[list[str]] = None,
 ) -> None:
-    """Train `config.steps` steps while `runs` (attached watchers) record; log the loss to each."""
+    """Train `config.steps` steps while `runs` (attached watchers, of the networks `names`) record; log
+    the loss to each: train_step's one loss to every network, or each network's own from its dict."""
     loss_fn, loss_name = loss
     evaluate = validation_steps(config.steps, config.val_every) if model_file.val_data is not None else set()
     device = next((p.device for p in model.parameters()), torch.device(config.device))
@@ -278,18 +350,18 @@ def train_watched(
     try:
         for step in range(config.steps):
             if recipe.train_step is not None:
-                value = _user_step(model, model_file, source, recipe, step, runs)
+                losses = _user_step(model, model_file, source, recipe, step, runs, names)
             else:
-                value = _plain_step(model, model_file, source, recipe, loss, step, changes)
+                losses = [_plain_step(model, model_file, source, recipe, loss, step, changes)] * len(runs)
             if recipe.scheduler is not None:
                 with user_code(f"scheduler.step() at step {step}", model_file.path):
                     for scheduler in schedulers:
                         scheduler.step()
-            scalars = {"loss": value}
+            validation = {}
             if step in evaluate:
-                scalars["val_loss"] = _validation_loss(model, model_file, loss_fn, loss_name, device)
-            for run in runs:
-                run.log(**scalars)
+                validation["val_loss"] = _validation_loss(model, model_file, loss_fn, loss_name, device)
+            for run, value in zip(runs, losses):
+                run.log(loss=value, **validation)
             if progress is not None:
                 progress(1)
     finally:
@@ -324,32 +396,49 @@ def _plain_step(
 
 
 def _user_step(
-    model: nn.Module, model_file: ModelFile, source: BatchSource, recipe: Recipe, step: int, runs: list[Any]
-) -> float:
+    model: nn.Module,
+    model_file: ModelFile,
+    source: BatchSource,
+    recipe: Recipe,
+    step: int,
+    runs: list[Any],
+    names: Optional[list[str]],
+) -> list[float]:
+    """Run train_step once; the loss of each of `runs`."""
     batch = source.next_raw(step)
     arguments = (model, batch, recipe.optimizer) + ((recipe.state,) if recipe.state is not None else ())
     with user_code(f"train_step(model, batch, optimizer) at step {step}", model_file.path):
         value = recipe.train_step(*arguments)
-    loss = _loss_value(value, model_file, step)
+    if isinstance(value, dict) and names is not None and len(names) > 1 and set(map(str, value)) == set(names):
+        by_name = {str(key): loss for key, loss in value.items()}
+        losses = [_loss_value(by_name[name], model_file, step) for name in names]
+    else:
+        losses = [_loss_value(value, model_file, step, names)] * len(runs)
     if step == 0 and any(run.step == 0 for run in runs):
         raise ModelFileError(
             f"train_step in {model_file.name} returned without calling optimizer.step() at step 0, so no training "
             "step happened and there is nothing to record. Call loss.backward() and optimizer.step() (for several "
             "optimizers, each one's step()) inside train_step."
         )
-    return loss
+    return losses
 
 
-def _loss_value(value: Any, model_file: ModelFile, step: int) -> float:
+def _loss_value(value: Any, model_file: ModelFile, step: int, names: Optional[list[str]] = None) -> float:
     """train_step's return value as a float: a one-element tensor or a number (NaN allowed)."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and (value.is_floating_point() or value.is_complex()):
         return float(value.detach().float().item())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     shown = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else _describe(value)
+    if isinstance(value, dict):
+        shown += f" with keys {', '.join(map(repr, value))}"
+    several = (
+        f", or a dict giving each network its own loss, keyed {', '.join(map(repr, names))}"
+        if names is not None and len(names) > 1 else ""
+    )
     raise ModelFileError(
         f"train_step in {model_file.name} returned {shown} at step {step}; it must return the step's loss, a scalar "
-        "tensor or a float (e.g. `return loss` after `optimizer.step()`), which gradscope logs as `loss`."
+        f"tensor or a float (e.g. `return loss` after `optimizer.step()`){several}, which gradscope logs as `loss`."
     )
 
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from gradscope.analyze import AnalyzeConfig, analyze_file
+from gradscope.analyze import AnalyzeConfig, analyze_file, analyze_networks
 from gradscope.analyze.training import validation_steps
 from gradscope.errors import ConfigError, ModelFileError
 
@@ -120,9 +120,13 @@ def test_train_step_may_drive_several_optimizers(write):
             return loss
         """
     )
-    record = analyze_file(path, AnalyzeConfig(steps=3, batch_size=8))
-    assert record.meta.options["optimizer_used"] == "SGD, Adam from make_optimizer"
-    assert len(record.scalar_series("loss")[1]) == 3
+    first, head = analyze_networks(path, AnalyzeConfig(steps=3, batch_size=8))  # one record per trained part
+    assert (first.name, head.name) == ("first", "head")
+    assert first.record.meta.options["optimizer_used"] == "SGD from make_optimizer"
+    assert head.record.meta.options["optimizer_used"] == "Adam from make_optimizer"
+    for run in (first, head):
+        assert run.record.steps == [0, 1, 2] and "" in [m.name for m in run.record.modules]  # the layer itself
+        assert len(run.record.scalar_series("loss")[1]) == 3
 
 
 @pytest.mark.parametrize(
