@@ -11,8 +11,9 @@ from typing import Optional
 import click
 
 import gradscope
-from gradscope.analyze import OPTIMIZERS, AnalyzeConfig, analyze_file
+from gradscope.analyze import OPTIMIZERS, AnalyzeConfig, analyze_networks
 from gradscope.analyze.batches import parse_input_shape
+from gradscope.errors import ConfigError
 from gradscope.outputs import OutputPaths, check_file_writable, fix_trial_files
 from gradscope.store import check_store_path, write_store
 
@@ -23,6 +24,7 @@ from .common import (
     fail_on_option,
     output_options,
     run_guarded,
+    several_networks,
     stderr_is_terminal,
     write_outputs,
 )
@@ -100,7 +102,8 @@ def analyze_command(
     train_data()/val_data(), loss_fn(outputs, targets), make_optimizer(model) or
     make_optimizer(parameters), make_scheduler(optimizer), clip_grad_norm = 1.0 and
     train_step(model, batch, optimizer[, state]). It is executed as `python MODEL.py` would execute
-    it, except that `if __name__ == "__main__":` blocks do not run.
+    it, except that `if __name__ == "__main__":` blocks do not run. When make_optimizer returns
+    several optimizers (a GAN's), each network they train is recorded and reported on its own.
 
     Exit status: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a user error.
     """
@@ -137,11 +140,19 @@ def analyze_command(
             check_store_path(store_path)
         # The model file's own print() calls go to stderr, so stdout is exactly the report (pipeable).
         started = time.perf_counter()
+        one_record = _options_needing_one_record(store_path, try_fixes, fixes_json)
         with _progress(steps, enabled=not quiet and stderr_is_terminal()) as advance, contextlib.redirect_stdout(
             sys.stderr
         ):
-            record = analyze_file(model_file, config, progress=advance)
+            runs = analyze_networks(
+                model_file, config, progress=advance,
+                before_training=lambda names: _refuse_several(names, one_record, Path(model_file).name),
+            )
         base_seconds = time.perf_counter() - started
+        title = f"gradscope: {Path(model_file).name}"
+        if len(runs) > 1:
+            return several_networks(runs, thresholds, outputs, title, fail_on, quiet)
+        record = runs[0].record
         diagnosis = gradscope.diagnose(record, thresholds)
         trials = []
         if try_fixes or fixes_path is not None:
@@ -154,10 +165,7 @@ def analyze_command(
         if try_fixes or fixes_path is not None:
             report = report.rstrip("\n") + "\n\n" + (render_fixes_text(trials) or "Verified fixes: no finding at warning or error level has a fix to try.") + "\n"
         extra = fix_trial_files(fixes_path, trials, record, diagnosis) if fixes_path is not None else []
-        write_outputs(
-            outputs, record, diagnosis, title=f"gradscope: {Path(model_file).name}", quiet=quiet,
-            fix_trials=trials, extra=extra,
-        )
+        write_outputs(outputs, record, diagnosis, title=title, quiet=quiet, fix_trials=trials, extra=extra)
         if store_path is not None:
             write_store(record, store_path)
             if not quiet:
@@ -167,6 +175,28 @@ def analyze_command(
         return exit_code_for(diagnosis, fail_on)
 
     run_guarded(debug, body)
+
+
+def _options_needing_one_record(store_path: Optional[str], try_fixes: bool, fixes_json: Optional[str]) -> list[str]:
+    """The options given that work on a single record, each with the reason."""
+    options = []
+    if store_path is not None:
+        options.append("--store (a run store holds one run)")
+    if try_fixes or fixes_json:
+        flag = "--fixes-json" if fixes_json and not try_fixes else "--try-fixes"
+        options.append(f"{flag} (a fix trial retrains the model and compares one record with the base run's)")
+    return options
+
+
+def _refuse_several(names: list[str], one_record: list[str], file_name: str) -> None:
+    """Before training: several networks cannot go where one record is expected."""
+    if len(names) > 1 and one_record:
+        raise ConfigError(
+            f"{file_name} trains {len(names)} networks ({', '.join(names)}), each with its own optimizer, and gradscope "
+            f"records each on its own, but {' and '.join(one_record)} {'works' if len(one_record) == 1 else 'work'} "
+            "on a single record. Run without it: the printed report, --json and --html show every network under its "
+            "own heading."
+        )
 
 
 def _report_trial(done: int, total: int, trial) -> None:

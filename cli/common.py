@@ -14,14 +14,15 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import click
 
-from gradscope.diagnose import Diagnosis, Finding
+from gradscope.diagnose import Config, Diagnosis, Finding, diagnose
 from gradscope.diagnose.finding import SKIPPED, severity_rank
 from gradscope.errors import GradscopeError
-from gradscope.io import write_all
+from gradscope.io import RenderedFile, write_all
+from gradscope.network_runs import NetworkRun
 from gradscope.outputs import OutputPaths
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2, 3
@@ -64,6 +65,7 @@ FLAG_OF_FIELD = {
     "device": "--device", "every": "--every", "budget": "--budget", "val_every": "--val-every", "clip": "--clip",
     "input_shape": "--input-shape", "config": "--config",
     "data": "--data", "json": "--json", "html": "--html", "png_dir": "--png", "fixes_json": "--fixes-json",
+    "store": "--store", "try_fixes": "--try-fixes",
 }
 _FIELD = re.compile(r"`(\w+)(?:=([^`]*))?`")
 
@@ -148,7 +150,30 @@ def write_outputs(
     if not outputs.requested() and not extra:
         return
     files = outputs.render(record, diagnosis, title=title, fix_trials=fix_trials) if outputs.requested() else []
-    written = write_all(files + list(extra))
+    write_rendered(outputs, files + list(extra), quiet)
+
+
+def several_networks(
+    runs: Sequence[NetworkRun], thresholds: Config, outputs: OutputPaths, title: str, fail_on: str, quiet: bool
+) -> int:
+    """Diagnose and report each network under its own heading (one JSON, one HTML page, PNGs prefixed
+    with its name); the exit code counts every network's findings."""
+    from gradscope.report.text import render_networks_text  # tabulate only when a report is printed
+
+    for run in runs:
+        run.diagnosis = diagnose(run.record, thresholds)
+    report = render_networks_text(runs)  # rendered before any file is written
+    if outputs.requested():
+        write_rendered(outputs, outputs.render_networks(runs, title=title), quiet)
+    if not quiet:
+        click.echo(report.rstrip("\n"))
+    findings = [finding for run in runs for finding in run.diagnosis or ()]
+    return EXIT_FINDINGS if findings_at_or_above(findings, fail_on) else EXIT_OK
+
+
+def write_rendered(outputs: OutputPaths, files: list[RenderedFile], quiet: bool) -> None:
+    """Write rendered files all or nothing; say what was written on stderr."""
+    written = write_all(files)
     if quiet:
         return
     pngs = [p for p in written if p.suffix == ".png" and outputs.png_dir is not None and p.parent == outputs.png_dir]

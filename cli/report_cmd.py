@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 import gradscope
+from gradscope.network_runs import load_runs
 from gradscope.outputs import OutputPaths
 
 from .common import (
@@ -17,6 +18,7 @@ from .common import (
     fail_on_option,
     output_options,
     run_guarded,
+    several_networks,
     write_outputs,
 )
 
@@ -50,10 +52,14 @@ def report_command(
         thresholds = gradscope.load_config(config_path)
         outputs = OutputPaths.from_options(json_path, html_path, png_dir)
         outputs.check_writable()
-        record = gradscope.RunRecord.load(run_file)
+        runs = load_runs(run_file)
+        title = f"gradscope: {Path(run_file).name}"
+        if len(runs) > 1:  # `analyze --json` of a file that trains several networks (a GAN)
+            return several_networks(runs, thresholds, outputs, title, fail_on, quiet)
+        record = runs[0].record
         diagnosis = gradscope.diagnose(record, thresholds)
         report = render_text(record, diagnosis)
-        write_outputs(outputs, record, diagnosis, title=f"gradscope: {Path(run_file).name}", quiet=quiet)
+        write_outputs(outputs, record, diagnosis, title=title, quiet=quiet)
         if not quiet:
             click.echo(report.rstrip("\n"))
         return exit_code_for(diagnosis, fail_on)

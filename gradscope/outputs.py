@@ -11,13 +11,17 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .diagnose import Diagnosis
 from .diagnose.coverage import coverage
 from .errors import OutputError
 from .io import RenderedFile, json_text, to_json_value
+from .network_runs import NETWORKS_KEY, NetworkRun, file_safe
 from .record import RunRecord
+
+if TYPE_CHECKING:
+    from .report.figures import RenderedFigure
 
 
 @dataclass
@@ -67,10 +71,38 @@ class OutputPaths:
             page = render_html(record, diagnosis, title=title, figures=figures, fix_trials=fix_trials)
             rendered.append(RenderedFile(self.html, page.encode("utf-8"), "HTML report"))
         if self.png_dir is not None:
-            for figure in figures:
-                if figure.png is not None:
-                    rendered.append(RenderedFile(self.png_dir / f"{figure.stem}.png", figure.png, "PNG figure"))
+            rendered += self._pngs(figures)
         return rendered
+
+    def render_networks(self, runs: Sequence[NetworkRun], title: Optional[str] = None) -> list[RenderedFile]:
+        """`render` for several networks: one JSON document and one HTML page holding every network
+        under its own name, and each network's PNGs prefixed with its name (`generator.loss.png`)."""
+        if len(runs) == 1:
+            return self.render(runs[0].record, runs[0].diagnosis, title=title)
+        rendered: list[RenderedFile] = []
+        if self.json is not None:
+            rendered.append(RenderedFile(self.json, networks_json(runs).encode("utf-8"), "JSON run record"))
+        if self.html is None and self.png_dir is None:
+            return rendered
+        from .report.html import render_networks_html
+        from .report.plots import build_figures
+
+        figures = [build_figures(run.record, run.diagnosis) for run in runs]
+        if self.html is not None:
+            page = render_networks_html(runs, title=title, figures=figures)
+            rendered.append(RenderedFile(self.html, page.encode("utf-8"), "HTML report"))
+        if self.png_dir is not None:
+            for run, drawn in zip(runs, figures):
+                rendered += self._pngs(drawn, prefix=f"{file_safe(run.name)}.")
+        return rendered
+
+    def _pngs(self, figures: Sequence[RenderedFigure], prefix: str = "") -> list[RenderedFile]:
+        assert self.png_dir is not None
+        return [
+            RenderedFile(self.png_dir / f"{prefix}{figure.stem}.png", figure.png, "PNG figure")
+            for figure in figures
+            if figure.png is not None
+        ]
 
 
 def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str:
@@ -80,6 +112,16 @@ def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str
     `RunRecord.load` ignores the extra key; `gradscope report` diagnoses the record afresh (a
     different --config may give different findings), so the stored findings are informational.
     """
+    return json_text(_record_data(record, diagnosis))
+
+
+def networks_json(runs: Sequence[NetworkRun]) -> str:
+    """Several networks' records in one JSON document: `{"networks": {name: record JSON, ...}}`, each
+    value exactly what `record_json` writes for that network (`gradscope report` reads it back)."""
+    return json_text({NETWORKS_KEY: {run.name: _record_data(run.record, run.diagnosis) for run in runs}})
+
+
+def _record_data(record: RunRecord, diagnosis: Optional[Diagnosis]) -> dict[str, Any]:
     data = record.to_dict()
     cover = coverage(record)
     # Why a statistic of the report's tables has no value: {layer: {statistic: reason}}; the one line
@@ -90,7 +132,7 @@ def record_json(record: RunRecord, diagnosis: Optional[Diagnosis] = None) -> str
         data["not_measured_note"] = note
     if diagnosis is not None:
         data["findings"] = [to_json_value(asdict(finding), stringify_unknown=True) for finding in diagnosis]
-    return json_text(data)
+    return data
 
 
 def check_file_writable(field: str, path: Path) -> None:

@@ -160,6 +160,13 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "the run data") -> "RunRecord":
+        if isinstance(data, dict) and isinstance(data.get("networks"), dict) and "schema_version" not in data:
+            raise RecordFormatError(
+                f"{source} holds the records of several networks ({', '.join(map(str, data['networks']))}), one per "
+                "optimizer, as `gradscope analyze --json` writes them for a GAN, but one run was expected. "
+                "`gradscope report` shows every network; to read one, take its entry: "
+                "RunRecord.from_dict(data['networks'][name])."
+            )
         if not isinstance(data, dict) or "schema_version" not in data:
             raise RecordFormatError(
                 f"{source} is not a gradscope run record (no 'schema_version' at the top level). "

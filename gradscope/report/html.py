@@ -2,6 +2,7 @@
 
     html = render_html(record, diagnosis)          # a complete document as a string
     write_html("report.html", record, diagnosis)   # the same, written atomically
+    html = render_networks_html(runs)              # several networks (NetworkRun), each under its heading
 
 Content comes from `page.build_report_page` (plain data); this module only lays it out as
 `Section`s for `render_page`, the page machinery the depth sweep reuses:
@@ -21,15 +22,31 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..diagnose.finding import Diagnosis
 from ..io import write_file
+from ..network_runs import NetworkRun, network_names
 from ..record import RunRecord
 from .figures import RenderedFigure
-from .markup import Absent, Figure, Markup, Section, Table, element, escape, inline_code, join, paragraphs, render_page
+from .markup import (
+    Absent,
+    Figure,
+    Markup,
+    Section,
+    Table,
+    anchor_for,
+    element,
+    escape,
+    inline_code,
+    join,
+    paragraphs,
+    render_page,
+)
 from .page import FindingView, ReportPage, build_report_page
 
 if TYPE_CHECKING:
     from ..fixes.trial import FixTrial
 
-__all__ = ["Figure", "Markup", "Section", "Table", "escape", "render_html", "render_page", "write_html"]
+__all__ = [
+    "Figure", "Markup", "Section", "Table", "escape", "render_html", "render_networks_html", "render_page", "write_html",
+]
 
 
 def render_html(
@@ -47,6 +64,37 @@ def render_html(
     page = build_report_page(record, diagnosis, title, figures)
     page.fix_trials, page.base_record = list(fix_trials or []), record
     return render_page(page.title, report_sections(page), meta=page.summary)
+
+
+def render_networks_html(
+    runs: Sequence[NetworkRun],
+    title: Optional[str] = None,
+    figures: Optional[Sequence[list[RenderedFigure]]] = None,
+) -> str:
+    """Several networks (a GAN's generator and discriminator) on one page, each under its own heading.
+
+    Each network's sections are those of a one-network report, headed and anchored by its name
+    ("generator", "generator: Findings", #generator-findings); the verdict's heading is the name.
+    `figures` holds each network's drawn figures, in the order of `runs`.
+    """
+    sections: list[Section] = []
+    summary: list[tuple[str, str]] = [("Networks", network_names(runs))]
+    used: set[str] = set()
+    for index, run in enumerate(runs):
+        page = build_report_page(run.record, run.diagnosis, title, figures[index] if figures is not None else None)
+        prefix = anchor_for(run.name)
+        if prefix in used:
+            prefix = f"{prefix}-{index + 1}"
+        used.add(prefix)
+        for view in page.findings:  # the per-layer table links to them: unique on the page
+            view.anchor = f"{prefix}-{view.anchor}"
+        for section in report_sections(page):
+            section.heading = run.name if section.id == "verdict" else f"{run.name}: {section.heading}"
+            section.anchor = f"{prefix}-{section.id}"
+            sections.append(section)
+        steps = dict(page.summary).get("Recorded steps", "0")
+        summary.append((run.name, f"{page.verdict.severity}, {steps} recorded steps"))
+    return render_page(title or f"gradscope report: {network_names(runs)}", sections, meta=summary)
 
 
 def write_html(

@@ -1,18 +1,20 @@
 """The terminal report: a per-layer table in forward order, then the findings by severity.
 
 `render_text` returns the report as a string; printing it is the caller's business.
+`render_networks_text` does the same for several networks (a GAN), each under its own name.
 """
 
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from tabulate import tabulate
 
 from ..diagnose.coverage import Gap, coverage, legend_lines
 from ..diagnose.finding import SEVERITIES, SKIPPED, Diagnosis, Finding
 from ..diagnose.reading import SUMMARY_DESCRIPTION
+from ..network_runs import NetworkRun, network_names
 from ..number_format import compact, percent
 from ..record import RunRecord
 from ..runinfo import BUDGET_NOTE_START
@@ -36,6 +38,21 @@ def render_text(record: RunRecord, diagnosis: Diagnosis, width: int = 100) -> st
     """The whole report, lines at most `width` characters (long snippet lines aside)."""
     parts = [_header(record, width), _table(record, diagnosis, width), _findings(diagnosis, width)]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def render_networks_text(runs: Sequence[NetworkRun], width: int = 100) -> str:
+    """Several networks' reports, each under its name (underlined); one network's is `render_text`'s."""
+    if len(runs) == 1:
+        return render_text(runs[0].record, runs[0].diagnosis or Diagnosis(), width)
+    lines = _wrap(
+        f"{len(runs)} networks, each trained by its own optimizer and recorded on its own: {network_names(runs)}",
+        width, "",
+    )
+    parts = ["\n".join(lines)]
+    for run in runs:
+        report = render_text(run.record, run.diagnosis or Diagnosis(), width).rstrip("\n")
+        parts.append(f"{run.name}\n{'=' * min(len(run.name), width)}\n{report}")
+    return "\n\n\n".join(parts) + "\n"
 
 
 def _header(record: RunRecord, width: int) -> str:
