@@ -5,7 +5,9 @@ A GAN's `build_model()` returns one module holding a generator and a discriminat
 optimizer would number the steps by the discriminator's optimizer and measure the generator
 as if it never stepped, so each optimizer gets its own watcher on the submodule it trains:
 the smallest submodule holding all of that optimizer's parameters, named after its attribute
-(`generator`) or after the dict key when `make_optimizer` returned a dict.
+(`generator`) or after the dict key when `make_optimizer` returned a dict. A network the model
+does not hold but the model file keeps in a module-level variable (`netD = Discriminator()`)
+is found there and named after the variable.
 
 That split is only sound when the networks do not overlap. When an optimizer's parameters
 span the whole model, two optimizers share parameters or one network sits inside another,
@@ -16,7 +18,7 @@ be watched, and a note saying why.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -37,18 +39,28 @@ class Split:
     note: Optional[str] = None  # why the optimizers could not be split, when they could not
 
 
-def split_networks(model: nn.Module, made: Any, optimizers: list[torch.optim.Optimizer]) -> Split:
+def split_networks(
+    model: nn.Module,
+    made: Any,
+    optimizers: list[torch.optim.Optimizer],
+    elsewhere: Optional[Mapping[str, nn.Module]] = None,
+) -> Split:
     """One `NetworkPart` per optimizer when each trains its own submodule, else the whole model.
 
     `made` is what make_optimizer returned (its dict keys name the networks); `optimizers` the
     optimizers in it, in order. A single optimizer is the whole model, as it always was.
+    `elsewhere`: modules the model file holds outside the model, by variable name (a module-level
+    `netD`), where an optimizer's parameters that the model lacks are looked for.
     """
     if len(optimizers) == 1:
         return Split([NetworkPart("model", model, optimizers[0])])
     keys = [str(key) for key in made] if isinstance(made, dict) else None
     labels = [repr(key) for key in made] if keys is not None else [f"#{i + 1}" for i in range(len(optimizers))]
-    names_of = {id(p): name for name, p in model.named_parameters()}
-    holders: list[str] = []  # the submodule each optimizer trains, by qualified name
+    roots = {"": model, **{name: module for name, module in (elsewhere or {}).items() if module is not model}}
+    place: dict[int, tuple[str, str]] = {}  # parameter id -> (root, qualified name); the model's first
+    for root, module in reversed(list(roots.items())):
+        place.update((id(p), (root, name)) for name, p in module.named_parameters())
+    holders: list[tuple[str, str]] = []  # the submodule each optimizer trains: (root, qualified name)
     owner: dict[int, str] = {}  # parameter id -> the optimizer holding it
     for label, optimizer in zip(labels, optimizers):
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -56,33 +68,48 @@ def split_networks(model: nn.Module, made: Any, optimizers: list[torch.optim.Opt
         if shared is not None:
             return _whole(model, optimizers, f"optimizers {shared} and {label} share parameters")
         owner.update((id(p), label) for p in params)
-        outside = sum(1 for p in params if id(p) not in names_of)
+        outside = sum(1 for p in params if id(p) not in place)
         if outside:
             return _whole(
                 model, optimizers,
-                f"optimizer {label} holds {outside} parameter(s) that are not in the model build_model() returned "
-                "(return one module holding every network, e.g. an nn.Module with .generator and .discriminator)",
+                f"optimizer {label} holds {outside} parameter(s) that are neither in the model build_model() returned "
+                "nor in a module-level variable of the model file (return one module holding every network, e.g. an "
+                "nn.Module with .generator and .discriminator)",
             )
         if not params:
             return _whole(model, optimizers, f"optimizer {label} holds no parameters")
-        holder = _common_module([names_of[id(p)] for p in params])
-        if not holder:
-            return _whole(model, optimizers, f"the parameters of optimizer {label} span the whole model")
-        holders.append(holder)
-    for i, outer in enumerate(holders):
-        for j, inner in enumerate(holders):
+        where = {place[id(p)][0] for p in params}
+        if len(where) > 1:
+            named = ", ".join(sorted(_label(w, "") for w in where))
+            return _whole(model, optimizers, f"optimizer {label} trains parameters of {named} at once")
+        root = where.pop()
+        holders.append((root, _common_module([place[id(p)][1] for p in params])))
+    for i, (outer_root, outer) in enumerate(holders):
+        for j, (inner_root, inner) in enumerate(holders):
+            if i == j or inner_root != outer_root:
+                continue
             if i < j and inner == outer:
                 return _whole(
-                    model, optimizers, f"optimizers {labels[i]} and {labels[j]} both train parts of {outer}",
+                    model, optimizers, f"optimizers {labels[i]} and {labels[j]} both train parts of "
+                    f"{_label(outer_root, outer)}",
                 )
-            if i != j and inner.startswith(outer + "."):
+            if not outer and not outer_root:  # fine when every other network lives outside the model
+                return _whole(model, optimizers, f"the parameters of optimizer {labels[i]} span the whole model")
+            if not outer or inner.startswith(outer + "."):
                 return _whole(
-                    model, optimizers, f"the network of optimizer {labels[j]} ({inner}) lies inside the network "
-                    f"of optimizer {labels[i]} ({outer})",
+                    model, optimizers, f"the network of optimizer {labels[j]} ({_label(inner_root, inner)}) lies "
+                    f"inside the network of optimizer {labels[i]} ({_label(outer_root, outer)})",
                 )
-    names = _unique(keys if keys is not None else holders)
-    modules = dict(model.named_modules())
-    return Split([NetworkPart(name, modules[holder], opt) for name, holder, opt in zip(names, holders, optimizers)])
+    names = _unique(keys if keys is not None else [_label(root, holder) for root, holder in holders])
+    return Split([
+        NetworkPart(name, roots[root].get_submodule(holder), optimizer)
+        for name, (root, holder), optimizer in zip(names, holders, optimizers)
+    ])
+
+
+def _label(root: str, holder: str) -> str:
+    """"generator" in the model, "netD" or "netD.main" in a module-level variable, "model" for the model."""
+    return ".".join(part for part in (root, holder) if part) or "model"
 
 
 def _whole(model: nn.Module, optimizers: list[torch.optim.Optimizer], why: str) -> Split:

@@ -208,7 +208,7 @@ def train_networks(
     notes.append(f"gradscope analyze trained on {source.describe()}.")
     if source.kind == "synthetic":
         notes.append("Targets were random (see gradscope.analyze.batches): the losses say nothing about generalization.")
-    split = split_networks(model, recipe.optimizer, recipe.optimizers)
+    split = split_networks(model, recipe.optimizer, recipe.optimizers, _module_level_modules(model_file))
     if split.note:
         notes.append(split.note)
     names = [part.name for part in split.parts]
@@ -235,6 +235,12 @@ def train_networks(
             record.meta.notes.append(_network_note(part.name, [p.name for p in split.parts]))
         results.append(NetworkRun(part.name, record))
     return results
+
+
+def _module_level_modules(model_file: ModelFile) -> dict[str, nn.Module]:
+    """The modules a model file keeps in module-level variables: where a network the model does not
+    hold (a GAN's `netD = Discriminator()` next to `build_model()` returning the generator) is."""
+    return {name: value for name, value in vars(model_file.namespace).items() if isinstance(value, nn.Module)}
 
 
 def _network_note(name: str, names: list[str]) -> str:

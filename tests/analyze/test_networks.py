@@ -122,10 +122,16 @@ def test_a_dict_of_optimizers_names_the_networks_by_key(gan_file):
 @pytest.mark.parametrize(
     "optimizers, why",
     [
-        (  # the first optimizer trains everything
+        (  # the first optimizer trains across both networks
+            "def make_optimizer(model):\n    return (torch.optim.SGD([*model.generator.parameters(), "
+            "*model.discriminator[0].parameters()], lr=0.01),\n"
+            "            torch.optim.SGD(model.discriminator[2].parameters(), lr=0.01))\n",
+            "the parameters of optimizer #1 span the whole model",
+        ),
+        (
             "def make_optimizer(model):\n    return (torch.optim.SGD(model.parameters(), lr=0.01),\n"
             "            torch.optim.SGD(model.discriminator.parameters(), lr=0.01))\n",
-            "the parameters of optimizer #1 span the whole model",
+            "optimizers #1 and #2 share parameters",
         ),
         (
             "def make_optimizer(model):\n    return (torch.optim.SGD(model.discriminator.parameters(), lr=0.01),\n"
@@ -160,8 +166,14 @@ def test_split_networks_finds_the_smallest_module_and_refuses_nesting():
     nested = split_networks(model, [outer, inner], [outer, inner])
     assert [p.name for p in nested.parts] == ["model"] and nested.parts[0].module is model
     assert "network of optimizer #2 (nets.g.1) lies inside the network of optimizer #1 (nets)" in nested.note
-    outside = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
-    assert "not in the model build_model() returned" in split_networks(model, [g, outside], [g, outside]).note
+    stray = nn.Linear(2, 2)
+    outside = torch.optim.SGD(stray.parameters(), lr=0.1)
+    assert "neither in the model build_model() returned" in split_networks(model, [g, outside], [g, outside]).note
+    found = split_networks(model, [g, outside], [g, outside], elsewhere={"netD": stray, "frozen": model.frozen})
+    assert [(p.name, p.module) for p in found.parts] == [("nets.g", model.nets["g"]), ("netD", stray)]
+    across = torch.optim.SGD([*stray.parameters(), *model.frozen.parameters()], lr=0.1)
+    assert "trains parameters of model, netD at once" in split_networks(model, [g, across], [g, across],
+                                                                        elsewhere={"netD": stray}).note
     assert split_networks(model, g, [g]).parts[0].module is model  # one optimizer: the whole model, no note
     assert split_networks(model, g, [g]).note is None
 
@@ -175,3 +187,41 @@ def test_analyze_file_says_to_use_analyze_networks_before_training(gan_file):
 def test_a_dict_of_losses_must_name_every_network(gan_file):
     with pytest.raises(ModelFileError, match=r"returned a dict with keys 'G' at step 0.*keyed 'generator', 'discriminator'"):
         analyze_networks(gan_file(returns='{"G": loss_g}'), AnalyzeConfig(steps=2, batch_size=4))
+
+
+def test_a_network_kept_in_a_module_level_variable_is_found_there(tmp_path):
+    path = tmp_path / "gan_globals.py"
+    path.write_text(textwrap.dedent("""
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        netD = nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))  # outside the model
+
+        def build_model():
+            return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))  # the generator
+
+        def make_batch(n):
+            return torch.randn(n, 2), torch.randn(n, 3)
+
+        def make_optimizer(model):
+            return torch.optim.Adam(model.parameters()), torch.optim.Adam(netD.parameters())
+
+        def train_step(netG, batch, optimizers):
+            real, noise = batch
+            opt_g, opt_d = optimizers
+            netD.zero_grad()
+            fake = netG(noise)
+            loss_d = F.softplus(-netD(real)).mean() + F.softplus(netD(fake.detach())).mean()
+            loss_d.backward()
+            opt_d.step()
+            netG.zero_grad()
+            loss_g = F.softplus(-netD(fake)).mean()
+            loss_g.backward()
+            opt_g.step()
+            return {"model": loss_g, "netD": loss_d}
+    """))
+    runs = analyze_networks(path, AnalyzeConfig(steps=3, batch_size=4))
+    assert [run.name for run in runs] == ["model", "netD"]
+    assert [run.record.steps for run in runs] == [[0, 1, 2], [0, 1, 2]]
+    assert runs[1].record.skipped_steps == [] and [m.name for m in runs[1].record.modules] == ["0", "1", "2"]

@@ -222,3 +222,26 @@ def _tiny_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (4, 3), "white").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_several_networks_each_under_its_own_heading_with_unique_links(small_figures):
+    from gradscope.network_runs import NetworkRun
+    from gradscope.report.html import render_networks_html
+
+    record = synthetic_record()
+    diagnosis = vanishing_diagnosis(record)
+    runs = [NetworkRun("generator", record, Diagnosis()), NetworkRun("<b>D</b>", record, diagnosis),
+            NetworkRun("<b>D</b>!", record, diagnosis)]  # two names with one slug: anchors still unique
+    document = render_networks_html(runs, figures=[small_figures] * 3)
+    page = parse(document)
+    assert page.unbalanced == [] and "<b>D</b>" not in document and "&lt;b&gt;D&lt;/b&gt;" in document
+    assert page.sections[:5] == [f"generator-{s}" for s in SECTIONS]
+    assert page.sections[5:10] == [f"b-d-b-{s}" for s in SECTIONS] and page.sections[10] == "b-d-b-3-verdict"
+    assert len(page.sections) == len(set(page.sections)) == 15
+    headings = re.findall(r"<h2>(.*?)</h2>", document)
+    assert headings[0] == "generator" and headings[1] == "generator: Findings"
+    # the per-layer table links each network's own finding
+    links = {a["href"] for a in page.attrs("a") if a.get("href", "").startswith("#b-d-b-finding-")}
+    ids = {a["id"] for a in page.attrs("article")}
+    assert links and links <= {f"#{i}" for i in ids}
+    assert "generator" in page.section_text["generator-verdict"] and "No problems found." in document
