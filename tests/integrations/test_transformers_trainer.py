@@ -164,3 +164,17 @@ def test_fail_on_error_stops_training_and_leaves_no_hook(tmp_path):
         _train(model, items, callback, tmp_path, per_device_train_batch_size=len(data[0][1]), max_steps=50)
     assert all_hooks(model) == hooks_before
     assert len(callback.record.steps) < 50 and (tmp_path / "report.html").is_file()
+
+
+def test_budget_through_the_trainer_logs_only_the_steps_it_recorded(tmp_path):
+    data = batches(STEPS * ACCUMULATE)
+    torch.manual_seed(0)
+    model = SigmoidClassifier()
+    callback = GradscopeCallback(budget=0.02)
+    items = [{"x": x[i], "labels": y[i]} for x, y in data for i in range(len(y))]
+    trainer = _train(model, items, callback, tmp_path, per_device_train_batch_size=len(data[0][1]), first=True)
+    record = callback.record
+    # A recorded step of this tiny model costs about a step: far above 2 %, so few are recorded.
+    assert record.steps[0] == 0 and len(record.steps) < STEPS and len(record.intervals) == len(record.steps)
+    logged = [entry["gradscope/grad_norm_total"] for entry in trainer.state.log_history if "gradscope/grad_norm_total" in entry]
+    assert logged == pytest.approx([_summary(callback)(i)["gradscope/grad_norm_total"] for i in range(len(record.steps))])
