@@ -169,10 +169,12 @@ _COMPILED_NOTE = (
 )
 
 
-def void_steps_note(count: int, scaler_known: bool) -> str:
-    """Backward passes through the network that no optimizer step of it followed."""
+def void_steps_note(count: int, scaler_known: bool, every_step_recorded: bool = True) -> str:
+    """Backward passes through the network that no optimizer step of it followed (noticed only
+    while a step is recorded: between recorded steps the gradient hooks are off)."""
+    counted = "" if every_step_recorded else " during recorded steps (between them they are not watched)"
     note = (
-        f"{count} backward pass(es) reached this network's parameters, and their gradients were discarded "
+        f"{count} backward pass(es){counted} reached this network's parameters, and their gradients were discarded "
         "without an optimizer step: they are not steps, and nothing measured in them is recorded (another "
         "network's loss flowing through this one, as in a GAN"
     )

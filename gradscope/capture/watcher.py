@@ -627,7 +627,8 @@ class Watcher:
         if self.optimizer is None:
             notes.append(meta.NO_OPTIMIZER_NOTE)
         if self._void_steps:
-            notes.append(meta.void_steps_note(self._void_steps, scaler_known=self.scaler is not None))
+            every_step = self._recorded_steps >= self._clock.step
+            notes.append(meta.void_steps_note(self._void_steps, self.scaler is not None, every_step))
         state = self._compile_state
         notes += meta.scale_out_notes(
             self._world, self._rank, self._ranks, self._forward_unseen, state.traced, state.fullgraph

@@ -394,6 +394,25 @@ def test_between_recorded_steps_the_dead_unit_window_reads_functional_relus_too(
     assert run.record.series("act_dead_frac", "fc1→relu") == [pytest.approx(1.0), pytest.approx(1 / 3)]
 
 
+def test_gan_with_every_n_records_the_steps_every_1_records_at_those_steps():
+    # Between recorded steps the gradient hooks are off, so a discriminator backward whose
+    # gradients the generator step throws away is noticed only on recorded steps: the recorded
+    # steps must still be exactly those of every=1 (no void step counted, no AMP skip invented).
+    from ..corpus.gan import _train
+
+    every_step, every_third = _train(every=1), _train(every=3)
+    for network in ("generator", "discriminator"):
+        full, sparse = every_step[network], every_third[network]
+        assert full.steps == list(range(30)) and sparse.steps == list(range(0, 30, 3))
+        assert sparse.skipped_steps == []
+        for name in ("grad_norm", "update_ratio", "act_mean", "backprop_norm"):
+            layer = sparse.layers[-1]
+            assert sparse.series(name, layer) == full.series(name, layer)[::3], (network, name)
+    # the discriminator's discarded backward passes: one a step, counted while recorded only
+    assert any(note.startswith("29 backward pass(es) reached") for note in every_step["discriminator"].meta.notes)
+    assert any(note.startswith("9 backward pass(es) during recorded steps") for note in every_third["discriminator"].meta.notes)
+
+
 def test_deepcopy_and_torch_save_of_a_watched_model():
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

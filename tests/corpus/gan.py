@@ -47,7 +47,7 @@ def discriminator() -> nn.Sequential:
     )
 
 
-def _train(saturated_output: bool = False) -> dict:
+def _train(saturated_output: bool = False, every: int = 1) -> dict:
     torch.manual_seed(0)
     netG, netD = generator(), discriminator()
     if saturated_output:
@@ -57,7 +57,9 @@ def _train(saturated_output: bool = False) -> dict:
     optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
     g = torch.Generator().manual_seed(5)
-    with gradscope.watch(netG, optimizer=optimizerG) as runG, gradscope.watch(netD, optimizer=optimizerD) as runD:
+    with gradscope.watch(netG, optimizer=optimizerG, every=every) as runG, gradscope.watch(
+        netD, optimizer=optimizerD, every=every
+    ) as runD:
         for real in ring_of_gaussians(30, batch=32, dims=DIMS):
             b = real.size(0)
             # (1) update D: maximize log(D(x)) + log(1 - D(G(z)))
