@@ -91,7 +91,8 @@ class Coverage:
         self.update_ratio_on = options.get("update_ratio", True) is not False
         self.forward_unseen = any(UNSEEN_FORWARD_MARK in note for note in record.meta.notes)
         self.interval = options.get("every", record.meta.every) or record.meta.every
-        self._present: dict[str, bool] = {}
+        self._present: dict[str, bool] = {}  # statistic -> some layer has a value of it
+        self._layers_with_values: dict[str, bool] = {}
         self.failed = {e.where.split(":", 1)[1] for e in record.hook_errors if ":" in e.where}
 
     # ---- one cell --------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ class Coverage:
             return Gap("unused", f"`{info.name}` never ran in a training forward pass.")
         if forward_side and self.forward_unseen:
             return Gap("compile", _UNSEEN)
-        if self.record.steps and not _any_layer_value(self.record, info.name) and self._sparse_recording:
+        if self._sparse_recording and self.record.steps and not self._has_values(info.name):
             return Gap("between", f"`{info.name}` ran only between recorded steps ({self._chosen}), so no "
                        "recorded step has a value of it.")
         if source in ("gradient", "weight", "update") and info.num_params and info.trainable_params == 0:
@@ -217,6 +218,11 @@ class Coverage:
     @property
     def _sparse_recording(self) -> bool:
         return self.interval > 1 or any(n > 1 for n in self.record.intervals)
+
+    def _has_values(self, name: str) -> bool:
+        if name not in self._layers_with_values:
+            self._layers_with_values[name] = _any_layer_value(self.record, name)
+        return self._layers_with_values[name]
 
     def _anywhere(self, stat: str) -> bool:
         if stat not in self._present:
