@@ -239,8 +239,10 @@ class IntervalChooser:
         return step >= self.next_recorded
 
     def times(self, step: int) -> bool:
-        """Recorded steps are timed, and the step after each (what the hooks cost in between)."""
-        return self.records(step) or step == self._last_recorded + 1
+        """Recorded steps are timed, and one step between them (what the hooks cost there): the
+        second after a recorded step when there is one, since the Watcher drops a layer's
+        dead-unit hook once every unit of it has fired, which the first one still pays for."""
+        return self.records(step) or step == self._last_recorded + (2 if self.interval > 2 else 1)
 
     def step_ended(self, step: int, wall: float, own: Optional[float]) -> None:
         recorded = self.records(step)
