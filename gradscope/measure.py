@@ -271,6 +271,8 @@ class StepAccumulator:
     # (key, 0-d tensor) in queue order; keys are (kind, name) pairs
     queued_keys: list[tuple[str, str]] = field(default_factory=list)
     queued: list[torch.Tensor] = field(default_factory=list)
+    # values reduced several layers at a time: (keys, 1-d tensor of one value per key), never split
+    queued_vectors: list[tuple[list[tuple[str, str]], torch.Tensor]] = field(default_factory=list)
     # per layer: peak |output| per unit summed over calls, 0 exactly for units that were always 0
     per_unit: dict[str, torch.Tensor] = field(default_factory=dict)
     layers: dict[str, LayerCounters] = field(default_factory=lambda: defaultdict(LayerCounters))
@@ -289,6 +291,10 @@ class StepAccumulator:
         """A 0-d device tensor measuring `kind` (a row of KINDS) of the layer or parameter `name`."""
         self.queued_keys.append((kind, name))
         self.queued.append(value)
+
+    def queue_vector(self, kind: str, names: list[str], values: torch.Tensor) -> None:
+        """A 1-d tensor holding `kind` of each name in turn (a batched reduction's result)."""
+        self.queued_vectors.append(([(kind, n) for n in names], values))
 
     def queue_each(self, kind: str, names: list[str], values: list[torch.Tensor]) -> None:
         """One 0-d tensor per name (a multi-tensor op's results), queued in one go."""
@@ -349,11 +355,11 @@ class StepAccumulator:
             partial = [i for i, (_, _, sampled) in enumerate(staged) if sampled]
             if partial:
                 sums = rows[partial].sum(1, dtype=_F32) if len(partial) < len(staged) else rows.sum(1, dtype=_F32)
-                self.queue_each("act_sample_sum", [names[i] for i in partial], list(sums.unbind()))
-            self.queue_each("act_norm", names, list(torch.linalg.vector_norm(rows, dim=1, dtype=_F32).unbind()))
-            self.queue_each("act_nonzero", names, list(torch.count_nonzero(rows, dim=1).unbind()))
+                self.queue_vector("act_sample_sum", [names[i] for i in partial], sums)
+            self.queue_vector("act_norm", names, torch.linalg.vector_norm(rows, dim=1, dtype=_F32))
+            self.queue_vector("act_nonzero", names, torch.count_nonzero(rows, dim=1))
             if count_saturated is not None:
-                self.queue_each("act_saturated", names, list(count_saturated(rows).unbind()))
+                self.queue_vector("act_saturated", names, count_saturated(rows))
         self.samples = defaultdict(list)
         self._staged = 0
 
@@ -467,6 +473,9 @@ class StepAccumulator:
         if self.queued:
             keys.extend(self.queued_keys)
             chunks.append(_stack(self.queued))
+        for vector_keys, vector in self.queued_vectors:
+            keys.extend(vector_keys)
+            chunks.append(vector)
         unit_activity = {}
         for name, activity in self.per_unit.items():
             if self.layers[name].units is not None:
