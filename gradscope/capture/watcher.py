@@ -40,6 +40,7 @@ from .hooks import (
     ScalerSkips,
     first_floating_tensor,
     in_backward,
+    register_gradient_hook,
     register_step_hooks,
     unwrap_optimizer,
 )
@@ -397,7 +398,7 @@ class Watcher:
             elif layout is not None:
                 self._unit_layout.setdefault(w.name, layout)
             if probe.measure(self._accumulator, out, layout, self._clock.recording):
-                self._step_handles.append(out.register_hook(backprop_hook))
+                self._step_handles.append(register_gradient_hook(out, backprop_hook))
 
         return on_forward
 
