@@ -235,9 +235,17 @@ class Watcher:
 
     @property
     def recorded_steps(self) -> int:
-        """Number of steps recorded so far (every=N or budget= chose them): cheap to poll each
-        step to learn whether a recorded step has ended since the last look."""
+        """Number of recorded steps (every=N or budget= chose them) in the record so far: cheap to
+        poll each step to learn whether one was added since the last look. On a GPU a step is
+        added once its copy has landed, usually at the next step's end (see `landed_record`)."""
         return self._recorded_steps
+
+    def landed_record(self) -> RunRecord:
+        """The run as far as it has reached the host, without waiting for the GPU; `record` waits
+        for the recorded steps whose copy is still on its way. On a CPU the two are the same."""
+        self._write_pending_hook.run(False)
+        self._refresh_record()
+        return meta.read_record(self._record)
 
     def log(self, **scalars: float) -> None:
         """Log named scalars (loss=..., val_loss=...) for the current step.
@@ -544,7 +552,6 @@ class Watcher:
                 accumulator, self._accumulator = self._accumulator, StepAccumulator()
                 self._window_start = None
                 self._write_pending_hook.run(False)
-                self._recorded_steps += 1
                 entries = self._watched + self._functional_entries
                 interval = self._clock.interval if self.budget is not None else None
                 if self._defers(accumulator):
@@ -552,6 +559,7 @@ class Watcher:
                     self._pending.append(_PendingStep(copy, entries, end.step, end.skipped, interval))
                 else:
                     values = accumulator.flush(self._ranks)
+                    self._recorded_steps += 1
                     if self._keeps_statistics:
                         meta.write_step(self._record, entries, end.step, values, end.skipped, interval)
             else:
@@ -603,6 +611,7 @@ class Watcher:
             step = pending.popleft()  # first: a step whose writing fails is not tried again
             values = step.copy.values(self._host_buffers)
             meta.write_step(self._record, step.entries, step.step, values, step.skipped, step.interval)
+            self._recorded_steps += 1
 
     @property
     def _functional_entries(self) -> list[WatchedModule]:

@@ -54,14 +54,17 @@ class GradscopeCallback(WatchedByGradscope, L.Callback):
         self.session.start(pl_module, optimizers[0] if optimizers else None, scaler, **overrides)
 
     def on_train_batch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule", *args: Any) -> None:
-        summaries = self.session.new_summaries()
+        self._log_summaries(trainer, self.session.new_summaries())
+
+    def on_fit_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        self._log_summaries(trainer, self.session.new_summaries(wait=True))  # on a GPU the last may be pending
+        self.session.finish()
+
+    def _log_summaries(self, trainer: "L.Trainer", summaries: list) -> None:
         if summaries and self.log_summary and trainer.is_global_zero:
             for step, scalars in summaries:
                 for logger in trainer.loggers:
                     logger.log_metrics(scalars, step=step)
-
-    def on_fit_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
-        self.session.finish()
 
     def on_exception(self, trainer: "L.Trainer", pl_module: "L.LightningModule", exception: BaseException) -> None:
         self.session.finish(failed=True)

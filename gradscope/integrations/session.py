@@ -100,19 +100,22 @@ class WatchSession:
         self._next_check = 1
         return self.watcher
 
-    def new_summaries(self) -> list[tuple[int, dict[str, float]]]:
+    def new_summaries(self, wait: bool = False) -> list[tuple[int, dict[str, float]]]:
         """(step, summary scalars) of each step recorded since the last call; checks fail_on.
 
         Cheap between recorded steps: the record is only read when the watcher's count of recorded
-        steps says one has ended (every=N or budget= chose it).
+        steps says one was added (every=N or budget= chose it). On a GPU a step is added once its
+        copy has landed, about a step after it ended, so that training never waits for it; `wait`
+        (at the end of the fit) takes every recorded step, waiting for the GPU if need be.
         """
         watcher = self.watcher
-        if watcher is None or watcher.recorded_steps == self._recorded_ended:
+        if watcher is None or (watcher.recorded_steps == self._recorded_ended and not wait):
             return []
-        self._recorded_ended = watcher.recorded_steps
         if not watcher.is_main_process:
+            self._recorded_ended = watcher.recorded_steps
             return []
-        record = watcher.record
+        record = watcher.record if wait else watcher.landed_record()
+        self._recorded_ended = watcher.recorded_steps  # after the read, which may have added steps
         fresh = [(record.steps[i], summary_scalars(record, i)) for i in range(self._recorded_seen, len(record.steps))]
         self._recorded_seen = len(record.steps)
         if self.fail_on is not None and len(record.steps) >= self._next_check:

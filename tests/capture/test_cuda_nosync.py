@@ -15,6 +15,7 @@ the CUDA benchmark as one short script on a GPU machine.
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -177,3 +178,35 @@ def test_cuda_records_match_the_cpu_path():
                         assert same, (name, stat, step, a, b)
                         compared += 1
     assert compared > 300
+
+
+def test_the_callbacks_summaries_do_not_wait_for_the_gpu():
+    """The Lightning and Hugging Face callbacks poll for new summaries after every batch: they read
+    what has landed (`landed_record`), so polling never waits; the last steps come at the end."""
+    from gradscope.integrations.session import WatchSession
+
+    steps = 6
+    model, opt, batches = _setup("cuda", 2 + 2 * steps)
+    _train(model, opt, batches[:2])
+    cycles_per_ms = _cycles_per_ms()
+    session = WatchSession(every=1, path=None, html=None, fail_on=None, watch_options={})
+    session.start(model, opt)
+    summarised: list[int] = []
+
+    def train_and_poll(chunk) -> None:
+        for batch in chunk:
+            _train(model, opt, [batch])
+            summarised.extend(step for step, _ in session.new_summaries())
+
+    _keep_gpu_busy(300, cycles_per_ms)
+    train_and_poll(batches[2: 2 + steps])
+    torch.cuda.synchronize()
+    busy = _keep_gpu_busy(3000, cycles_per_ms)
+    with _NoSync():
+        train_and_poll(batches[2 + steps:])
+    queued_while_busy = not busy.query()
+    summarised.extend(step for step, _ in session.new_summaries(wait=True))
+    record = session.finish(out=io.StringIO())
+    assert not record.hook_errors, [(e.where, e.error) for e in record.hook_errors]
+    assert queued_while_busy, "polling for summaries waited for the GPU"
+    assert summarised == record.steps == list(range(2 * steps))

@@ -31,10 +31,10 @@ class Classifier(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=LR)
 
 
-def _fit(module: L.LightningModule, callback, data, tmp_path, **trainer_options):
+def _fit(module: L.LightningModule, callback, data, tmp_path, steps: int = STEPS, **trainer_options):
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False)
     trainer = L.Trainer(
-        max_steps=STEPS,
+        max_steps=steps,
         accumulate_grad_batches=ACCUMULATE,
         gradient_clip_val=CLIP,
         accelerator="cpu",
@@ -138,3 +138,25 @@ def test_a_bad_budget_is_refused_when_the_callback_is_made():
 
     with pytest.raises(ConfigError, match="`budget` must be a number above 0 and at most 1"):
         GradscopeCallback(budget=0)
+
+
+class _DeferringCallback(GradscopeCallback):
+    """The callback with the GPU's deferred copies forced on a CPU (see tests/capture/test_deferred_copy.py)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        super().on_fit_start(trainer, pl_module)
+        self.session.watcher._defer_copies = True
+
+
+def test_with_deferred_copies_every_recorded_step_still_reaches_the_logger(tmp_path):
+    """On a GPU a step reaches the record a step after it ended (the callback never waits for it);
+    the last ones are logged at the end of the fit."""
+    torch.manual_seed(0)
+    module = Classifier(deep_sigmoid())
+    callback = _DeferringCallback()
+    steps = STEPS - 1  # odd: the last step is still on its way when the fit ends
+    trainer = _fit(module, callback, batches(steps * ACCUMULATE), tmp_path, steps=steps)
+    with open(trainer.logger.log_dir + "/metrics.csv", newline="") as handle:
+        logged = [int(r["step"]) for r in csv.DictReader(handle) if r.get("gradscope/grad_norm_total")]
+    assert callback.record.steps == list(range(steps))
+    assert sorted(logged) == list(range(steps))
