@@ -354,7 +354,11 @@ class StepAccumulator:
             rows = torch.stack([part for _, part, _ in staged])
             partial = [i for i, (_, _, sampled) in enumerate(staged) if sampled]
             if partial:
-                sums = rows[partial].sum(1, dtype=_F32) if len(partial) < len(staged) else rows.sum(1, dtype=_F32)
+                # Every row is summed and the sampled ones stacked: picking rows by a list of positions
+                # would copy the list to the device first, which on a GPU waits for the stream.
+                sums = rows.sum(1, dtype=_F32)
+                if len(partial) < len(staged):
+                    sums = torch.stack([sums[i] for i in partial])
                 self.queue_vector("act_sample_sum", [names[i] for i in partial], sums)
             self.queue_vector("act_norm", names, torch.linalg.vector_norm(rows, dim=1, dtype=_F32))
             self.queue_vector("act_nonzero", names, torch.count_nonzero(rows, dim=1))
