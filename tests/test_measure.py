@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from gradscope.measure import (
+    ACTIVATION_SAMPLE,
     KINDS,
     KINDS_BY_NAME,
     LAYER_COUNTER_WIDTH,
@@ -18,6 +20,7 @@ from gradscope.measure import (
     LayerCounters,
     Scope,
     StepAccumulator,
+    sample,
 )
 from gradscope.model_tree import saturation_counter
 
@@ -106,3 +109,25 @@ def test_every_row_is_complete() -> None:
     assert len(KINDS_BY_NAME) == len(KINDS)
     for kind in KINDS:
         assert kind.meaning and isinstance(kind.scope, Scope) and isinstance(kind.fold, Fold)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 5), (64, 512), (2, 64, 512)],  # whole output, a staged sample, a sample reduced where it is
+    ids=["small", "staged", "large-sample"],
+)
+def test_sample_statistics_equal_numpy_on_the_sample_whatever_the_path(shape) -> None:
+    torch.manual_seed(0)
+    tanh = nn.Tanh()
+    outputs = [tanh(3 * torch.randn(*shape)).relu_() for _ in range(3)]  # zeros and saturation in each
+    accumulator = StepAccumulator()
+    for i, out in enumerate(outputs):
+        accumulator.add_activation(f"layer{i}", out, None, saturation_counter(tanh, "tanh"))
+    values = accumulator.measurements().to_host()
+    for i, out in enumerate(outputs):
+        part = sample(out, ACTIVATION_SAMPLE).double().numpy().ravel()
+        stats = values.activation_stats(f"layer{i}")
+        assert stats["act_sparsity"] == pytest.approx(np.mean(part == 0), abs=1e-9)
+        assert stats["act_saturation"] == pytest.approx(np.mean(np.abs(part) > 0.99), abs=1e-9)
+        assert stats["act_std"] == pytest.approx(part.std(), rel=1e-4)
+        assert stats["act_mean"] == pytest.approx(out.double().mean().item(), rel=1e-5)
