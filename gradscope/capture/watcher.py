@@ -601,7 +601,8 @@ class Watcher:
             return False
         if self._defer_copies is not None:
             return self._defer_copies
-        return bool(accumulator.queued) and accumulator.queued[0].is_cuda
+        first = accumulator.queued[:1] or [values for _, values in accumulator.queued_vectors[:1]]
+        return bool(first) and first[0].is_cuda
 
     def _write_pending(self, wait: bool) -> None:
         """Write the recorded steps whose copy has landed, in step order; with `wait`, all of them.
