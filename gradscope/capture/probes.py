@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..distributed import local_tensor
-from ..measure import PARAMETER_SAMPLE, StepAccumulator, sample
+from ..measure import PARAMETER_SAMPLE, HostBuffers, StepAccumulator, sample
 from ..model_tree import WatchedModule, saturation_counter
 from ..statdefs import NONNEGATIVE, RELU_FAMILY
 
@@ -136,20 +136,24 @@ class UpdateProbe:
 
 class AsyncFlags:
     """A few booleans computed on the device, read on the host without making the training thread
-    wait: on a GPU copied without blocking into pinned memory, and read once the copy is done."""
+    wait: on a GPU copied without blocking into a page-locked buffer of `buffers` (the one the
+    recorded steps' copies use), and read once an event says the copy has landed."""
 
-    def __init__(self, flags: torch.Tensor) -> None:
+    def __init__(self, flags: torch.Tensor, buffers: HostBuffers) -> None:
+        on_gpu = flags.device.type == "cuda"
+        self._buffers = buffers
+        self._host: Optional[torch.Tensor] = buffers.take(flags.numel(), flags.dtype, pinned=on_gpu)
+        self._host.copy_(flags.reshape(-1), non_blocking=on_gpu)
         self._event: Optional[torch.cuda.Event] = None
-        if flags.device.type == "cuda":
-            self._host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
-            self._host.copy_(flags, non_blocking=True)
+        if on_gpu:
             self._event = torch.cuda.Event()
-            self._event.record()
-        else:
-            self._host = flags.to("cpu")
+            self._event.record(torch.cuda.current_stream(flags.device))
 
     def read(self) -> Optional[list[bool]]:
-        """The flags, or None while the copy is still under way."""
-        if self._event is not None and not self._event.query():
+        """The flags, or None while the copy is still under way (read once)."""
+        if self._host is None or (self._event is not None and not self._event.query()):
             return None
-        return [bool(flag) for flag in self._host.tolist()]
+        values = [bool(flag) for flag in self._host.tolist()]
+        self._buffers.give_back(self._host)
+        self._host = None
+        return values

@@ -344,7 +344,7 @@ class Watcher:
             if not names:
                 return
             silent = torch.stack([(activity[name] == 0).any() for name in names])
-            self._active_check = (names, AsyncFlags(silent))  # on a CPU readable at once
+            self._active_check = (names, AsyncFlags(silent, self._host_buffers))  # on a CPU readable at once
         names, flags = self._active_check
         values = flags.read()
         if values is None:
