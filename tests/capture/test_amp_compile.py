@@ -60,7 +60,7 @@ def _train(model, forward, opt, batches, autocast_dtype=None, device="cpu", scal
     return losses
 
 
-def _watched_run(compile_kwargs=None, attach="before", steps=3, autocast_dtype=None):
+def _watched_run(compile_kwargs=None, attach="before", steps=3, autocast_dtype=None, every=1):
     """Train `steps` steps under gradscope; compiled with `compile_kwargs` unless None."""
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -69,9 +69,9 @@ def _watched_run(compile_kwargs=None, attach="before", steps=3, autocast_dtype=N
         warnings.simplefilter("always")
         if compile_kwargs is None:
             forward = model
-            run = gradscope.watch(model, optimizer=opt).attach()
+            run = gradscope.watch(model, optimizer=opt, every=every).attach()
         elif attach == "before":  # watch the plain model, then compile it
-            run = gradscope.watch(model, optimizer=opt).attach()
+            run = gradscope.watch(model, optimizer=opt, every=every).attach()
             forward = torch.compile(model, **compile_kwargs)
         elif attach == "after":  # watch the compiled module
             forward = torch.compile(model, **compile_kwargs)
@@ -200,6 +200,16 @@ def test_compiled_model_with_graph_breaks_records_eager_statistics(attach):
     assert compiled.layers == eager.layers  # no "_orig_mod." prefix
     _assert_close(compiled, eager, list(ACTIVATION_STAT_NAMES) + ["backprop_norm"] + list(GRADIENT_STAT_NAMES), 1e-5)
     assert any("graph breaks" in note for note in compiled.meta.notes)
+
+
+def test_compiled_model_with_every_n_keeps_one_hook_set_and_records_as_eager():
+    # Between recorded steps an eager model runs without most hooks; a compiled one keeps them
+    # all (changing hooks would make Dynamo recompile), with the same records.
+    eager, eager_losses, _ = _watched_run(steps=5, every=2)
+    compiled, losses, warned = _watched_run({"backend": "aot_eager"}, steps=5, every=2)
+    assert warned == [] and compiled.steps == eager.steps == [0, 2, 4]
+    assert losses == pytest.approx(eager_losses, rel=1e-6)
+    _assert_close(compiled, eager, list(ACTIVATION_STAT_NAMES) + ["backprop_norm"] + list(GRADIENT_STAT_NAMES), 1e-5)
 
 
 @pytest.mark.parametrize("attach", ["before", "after"])
