@@ -346,12 +346,7 @@ class StepAccumulator:
         if count_saturated is not None:
             window.saturating = True
         if part.numel() > _STAGED_UP_TO:  # a sample this large reads faster where it is than copied
-            if part is not out:
-                self.queue("act_sample_sum", name, part.sum(dtype=_F32))
-            self.queue("act_norm", name, torch.linalg.vector_norm(part, dtype=_F32))
-            self.queue("act_nonzero", name, part.sign().abs_().sum(dtype=_F32))
-            if count_saturated is not None:
-                self.queue("act_saturated", name, count_saturated(part.reshape(1, -1))[0])
+            self._reduce_rows([name], part.unsqueeze(0), [part is not out], count_saturated)
             return
         key = (part.numel(), part.dtype, part.device, count_saturated)
         self.samples[key].append((name, part.reshape(-1).clone(), part is not out))
@@ -362,23 +357,33 @@ class StepAccumulator:
     def _reduce_samples(self) -> None:
         """The staged activation samples, each group of same-sized ones stacked and reduced per row."""
         for (_, _, _, count_saturated), staged in self.samples.items():
-            names = [name for name, _, _ in staged]
             rows = torch.stack([part for _, part, _ in staged])
-            partial = [i for i, (_, _, sampled) in enumerate(staged) if sampled]
-            if partial:
-                # Every row is summed and the sampled ones stacked: picking rows by a list of positions
-                # would copy the list to the device first, which on a GPU waits for the stream.
-                sums = rows.sum(1, dtype=_F32)
-                if len(partial) < len(staged):
-                    sums = torch.stack([sums[i] for i in partial])
-                self.queue_vector("act_sample_sum", [names[i] for i in partial], sums)
-            self.queue_vector("act_norm", names, torch.linalg.vector_norm(rows, dim=1, dtype=_F32))
-            # |sign| summed: on a CPU several times faster than count_nonzero along a dimension
-            self.queue_vector("act_nonzero", names, rows.sign().abs_().sum(1, dtype=_F32))
-            if count_saturated is not None:
-                self.queue_vector("act_saturated", names, count_saturated(rows))
+            self._reduce_rows([name for name, _, _ in staged], rows, [sampled for _, _, sampled in staged], count_saturated)
         self.samples = defaultdict(list)
         self._staged = 0
+
+    def _reduce_rows(
+        self,
+        names: list[str],
+        rows: torch.Tensor,
+        sampled: list[bool],
+        count_saturated: Optional[Callable[[torch.Tensor], torch.Tensor]],
+    ) -> None:
+        """Sample statistics of each layer's sample, one per row of `rows` (reduced over every other
+        dimension); `sampled`: the row is part of the output (its sum is not the output's)."""
+        dims = tuple(range(1, rows.dim()))
+        if any(sampled):
+            # Every row is summed and the sampled ones stacked: picking rows by a list of positions
+            # would copy the list to the device first, which on a GPU waits for the stream.
+            sums = rows.sum(dims, dtype=_F32)
+            if not all(sampled):
+                sums = torch.stack([sums[i] for i, part in enumerate(sampled) if part])
+            self.queue_vector("act_sample_sum", [n for n, part in zip(names, sampled) if part], sums)
+        self.queue_vector("act_norm", names, torch.linalg.vector_norm(rows, dim=dims, dtype=_F32))
+        # |sign| summed: on a CPU several times faster than count_nonzero along a dimension
+        self.queue_vector("act_nonzero", names, rows.sign().abs_().sum(dims, dtype=_F32))
+        if count_saturated is not None:
+            self.queue_vector("act_saturated", names, count_saturated(rows))
 
     def add_unit_activity(self, name: str, output: torch.Tensor, unit_dim: int, nonnegative: bool) -> None:
         """Between recorded steps only the dead-unit bookkeeping runs: a unit is dead only if it
@@ -771,15 +776,11 @@ _FOREACH_UP_TO = 4096
 def _by_size(tensors: list[torch.Tensor], small: Callable[[list[torch.Tensor]], list[torch.Tensor]],
              large: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
     """`small` on the small tensors at once, `large` on each large one; results in input order."""
-    big = [i for i, t in enumerate(tensors) if t.numel() > _FOREACH_UP_TO]
-    if not big:
-        return small(tensors)
-    results: list[Optional[torch.Tensor]] = [None] * len(tensors)
-    for i in big:
-        results[i] = large(tensors[i])
-    rest = [i for i, r in enumerate(results) if r is None]
-    for i, value in zip(rest, small([tensors[i] for i in rest]) if rest else []):
-        results[i] = value
+    results: list[Optional[torch.Tensor]] = [large(t) if t.numel() > _FOREACH_UP_TO else None for t in tensors]
+    at = [i for i, result in enumerate(results) if result is None]
+    if at:
+        for i, value in zip(at, small([tensors[i] for i in at])):
+            results[i] = value
     return results  # type: ignore[return-value]
 
 

@@ -99,7 +99,7 @@ def unit_layout(module: nn.Module) -> Optional[str]:
 
 
 def saturation_counter(module: nn.Module, kind: Optional[str]) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    """A function counting, per row of a 2-d tensor, the entries in the flat region (see
+    """A function counting, per row (dim 0) of a tensor, the entries in the flat region (see
     statdefs.SATURATION_THRESHOLDS). The same function for every module with the same region,
     so the samples of several layers can be counted in one go.
 
@@ -113,8 +113,9 @@ def saturation_counter(module: nn.Module, kind: Optional[str]) -> Optional[Calla
     return _SMOOTH_COUNTERS.get(kind) if kind is not None else None
 
 
-def _count_rows(flat: torch.Tensor) -> torch.Tensor:
-    return flat.sign_().sum(1, dtype=torch.float32)
+def _count_rows(flags: torch.Tensor) -> torch.Tensor:
+    """Nonzero entries of each row (dim 0) of a fresh tensor, as float32."""
+    return flags.sign_().flatten(1).sum(1, dtype=torch.float32)
 
 
 _SMOOTH_COUNTERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -126,7 +127,7 @@ _SMOOTH_COUNTERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @functools.lru_cache(maxsize=64)
 def _clamped_counter(low: float, high: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda y: y.shape[1] - (y - low).mul_(high - y).sign_().abs_().sum(1, dtype=torch.float32)
+    return lambda y: y[0].numel() - _count_rows((y - low).mul_(high - y).abs_())
 
 
 @dataclass
