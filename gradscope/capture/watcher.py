@@ -130,6 +130,7 @@ class Watcher:
         self._hooks_recording: Optional[bool] = None  # which of the two sets is registered
         self._unit_handles: dict[str, Any] = {}  # between recorded steps: dead-unit hooks, by entry name
         self._active_check: Optional[tuple[list[str], AsyncFlags]] = None  # see _drop_active_layers
+        self._probes: dict[str, OutputProbe] = {}  # how each watched module's outputs are measured
         self._output_hooks: dict[str, Hook] = {}
         self._input_hooks: dict[str, Hook] = {}
         self._unit_layout: dict[str, str] = {}  # the unit layout each output had on recorded steps
@@ -274,10 +275,15 @@ class Watcher:
         if self.optimizer is not None:
             pre = self._hook("optimizer-step", self._on_optimizer_pre_step)
             self._handles += register_step_hooks(self.optimizer, pre, self._hook("optimizer-step", self._on_optimizer_post_step))
-        self._output_hooks = {
-            w.name: self._hook(f"forward:{w.name}", self._output_hook_for(w), compiled=True)
+        self._probes = {
+            w.name: OutputProbe(w, self.activations, self.gradients)
             for w in self._watched
             if w.watch_output and (self.activations or self.gradients)
+        }
+        self._output_hooks = {
+            name: self._hook(f"forward:{name}", self._output_hook_for(w, self._probes[name]), compiled=True)
+            for w in self._watched
+            if (name := w.name) in self._probes
         }
         self._input_hooks = {
             w.name: self._hook(f"input:{w.name}", self._input_hook_for(w), compiled=True)
@@ -320,12 +326,13 @@ class Watcher:
                 if w.name in self._input_hooks:
                     add(module.register_forward_pre_hook(self._input_hooks[w.name]))
             elif self.activations:
-                if w.name in self._output_hooks and OutputProbe(w, True, False).tracks_dead_units:
-                    hook = self._hook(f"forward:{w.name}", self._unit_activity_hook_for(w))
+                probe = self._probes.get(w.name)
+                if probe is not None and probe.tracks_dead_units:
+                    hook = self._hook(f"forward:{w.name}", self._unit_activity_hook_for(w, w, probe))
                     self._unit_handles[w.name] = module.register_forward_hook(hook)
                 functional = self._functional.get(w.name)
                 if functional is not None and functional[1].tracks_dead_units:
-                    hook = self._hook(f"input:{w.name}", self._unit_activity_hook_for(w, functional))
+                    hook = self._hook(f"input:{w.name}", self._unit_activity_hook_for(w, *functional, reads_input=True))
                     self._unit_handles[functional[0].name] = module.register_forward_pre_hook(hook)
         if recording and not self._params_always_hooked:
             self._window_handles += self._register_param_hooks()
@@ -375,9 +382,8 @@ class Watcher:
             self._last_weight_layer = None
         self._clock.forward(training)
 
-    def _output_hook_for(self, w: WatchedModule) -> Callable[[nn.Module, Any, Any], None]:
+    def _output_hook_for(self, w: WatchedModule, probe: OutputProbe) -> Callable[[nn.Module, Any, Any], None]:
         module_ref = weakref.ref(w.module)
-        probe = OutputProbe(w, self.activations, self.gradients)
         # Made once per module, not per call: the same hook goes on every output of this module.
         backprop_hook = self._hook(f"backprop:{w.name}", lambda grad: self._on_output_grad(w.name, grad))
 
@@ -423,20 +429,7 @@ class Watcher:
             found = functional_activation(inp) if inp is not None else None
             if found is None:
                 return
-            kind, node = found
-            if id(node) in self._step_nodes:
-                return  # an activation module's output, or read by an earlier layer too: measured once
-            self._step_nodes[id(node)] = node
-            if w.name not in self._functional:
-                feeding = self._last_weight_layer
-                name = f"{feeding}→{kind}" if feeding is not None else f"{kind}→{w.name}"
-                entry = WatchedModule(name, w.module, kind, layout, [], watch_output=True, is_leaf=True)
-                self._functional[w.name] = (entry, OutputProbe(entry, activations=True, gradients=False))
-            entry, probe = self._functional[w.name]
-            if entry.activation != kind:
-                return  # another function feeds this layer at another call: keep the first one's entry
-            self._forward_order.setdefault(entry.name, len(self._forward_order))
-            probe.measure(self._accumulator, inp, layout, self._clock.recording)
+            self._measure_functional(w.name, *found, inp, module, layout, unnamed=f"{found[0]}→{w.name}")
 
         return on_input
 
@@ -449,40 +442,44 @@ class Watcher:
             return  # entries are made on recorded steps, where the module hooks say what was measured
         out = first_floating_tensor(output)
         found = functional_activation(out) if out is not None else None
-        if found is None or id(found[1]) in self._step_nodes:
-            return  # not an activation, or an activation module's output / a layer's input: measured already
-        kind, node = found
+        if found is not None:
+            self._measure_functional(_OUTPUT, *found, out, module, self._last_layout, unnamed=f"output→{found[0]}")
+
+    def _measure_functional(
+        self, key: str, kind: str, node: Any, out: torch.Tensor, module: nn.Module, layout: Optional[str], unnamed: str
+    ) -> None:
+        """The output of an activation function (`kind`, made by autograd `node`) under the record
+        entry of `key` (the layer that reads it, or _OUTPUT), named after the layer that feeds it."""
+        if id(node) in self._step_nodes:
+            return  # an activation module's output, or read by an earlier layer too: measured once
         self._step_nodes[id(node)] = node
-        if _OUTPUT not in self._functional:
+        if key not in self._functional:
             feeding = self._last_weight_layer
-            name = f"{feeding}→{kind}" if feeding is not None else f"output→{kind}"
-            entry = WatchedModule(name, module, kind, self._last_layout, [], watch_output=True, is_leaf=True)
-            self._functional[_OUTPUT] = (entry, OutputProbe(entry, activations=True, gradients=False))
-        entry, probe = self._functional[_OUTPUT]
-        if entry.activation == kind:
-            self._forward_order.setdefault(entry.name, len(self._forward_order))
-            probe.measure(self._accumulator, out, entry.layout, self._clock.recording)
+            name = f"{feeding}→{kind}" if feeding is not None else unnamed
+            entry = WatchedModule(name, module, kind, layout, [], watch_output=True, is_leaf=True)
+            self._functional[key] = (entry, OutputProbe(entry, activations=True, gradients=False))
+        entry, probe = self._functional[key]
+        if entry.activation != kind:
+            return  # another function feeds this place at another call: keep the first one's entry
+        self._forward_order.setdefault(entry.name, len(self._forward_order))
+        probe.measure(self._accumulator, out, entry.layout, self._clock.recording)
 
     def _unit_activity_hook_for(
-        self, w: WatchedModule, functional: Optional[tuple[WatchedModule, OutputProbe]] = None
+        self, w: WatchedModule, entry: WatchedModule, probe: OutputProbe, reads_input: bool = False
     ) -> Callable[..., None]:
         """Between recorded steps: only which units were active (a dead unit is silent on every
-        batch of the window). `functional`: the activation function read by this layer's input."""
+        batch of the window), in `entry`'s output, or with `reads_input` in the activation function
+        that `w`'s input is the output of."""
         module_ref = weakref.ref(w.module)
-        entry = functional[0] if functional is not None else w
-        nonnegative = (functional[1] if functional is not None else OutputProbe(w, True, False)).nonnegative
 
         def on_call(module: nn.Module, args: Any, *output: Any) -> None:
             if module is not module_ref() or not module.training or not torch.is_grad_enabled() or in_backward():
                 return
-            out = first_floating_tensor(output[0] if functional is None else args)
-            layout = entry.layout or self._unit_layout.get(entry.name)
-            if out is None or out.dim() < 2 or layout is None:
+            out = first_floating_tensor(args if reads_input else output[0])
+            layout = entry.layout or self._unit_layout.get(entry.name)  # None: not yet seen on a recorded step
+            if out is None or layout is None or (reads_input and functional_activation(out) is None):
                 return
-            if functional is not None and functional_activation(out) is None:
-                return  # not the activation function this layer was seen to read
-            unit_dim = 1 if layout == "first" else out.dim() - 1
-            self._accumulator.add_unit_activity(entry.name, out, unit_dim, nonnegative)
+            probe.measure(self._accumulator, out, layout, recorded=False)
 
         return on_call
 
