@@ -211,6 +211,26 @@ def test_compiled_model_with_every_n_keeps_one_hook_set_and_records_as_eager():
     assert losses == pytest.approx(eager_losses, rel=1e-6)
     _assert_close(compiled, eager, list(ACTIVATION_STAT_NAMES) + ["backprop_norm"] + list(GRADIENT_STAT_NAMES), 1e-5)
 
+    def forward_hooks(model: nn.Module) -> int:
+        return sum(len(m._forward_hooks) for m in model.modules())
+
+    # the hook sets: swapped between recorded steps for the eager model, kept for the compiled one
+    for compile_model in (False, True):
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        forward = torch.compile(model, backend="aot_eager") if compile_model else model
+        counts = []
+        with gradscope.watch(model, optimizer=opt, every=2):
+            for x, y in classification_batches(4, batch=16):
+                F.cross_entropy(forward(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+                counts.append(forward_hooks(model))  # the step in progress: 1 and 3 unrecorded
+        if compile_model:
+            assert counts[0] == counts[1] == counts[2], counts
+        else:
+            assert counts[0] < counts[1] and counts[1] == counts[3], counts
+
 
 @pytest.mark.parametrize("attach", ["before", "after"])
 def test_fullgraph_compile_keeps_training_and_marks_activation_statistics_unavailable(attach):
