@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
 
 import gradscope
 from gradscope.diagnose.finding import Diagnosis
@@ -11,6 +14,26 @@ from gradscope.record import RunRecord
 
 # A case trains its model(s) and returns one record per watched network, keyed by the network's name.
 Trainer = Callable[[], dict[str, RunRecord]]
+
+
+def train_classifier(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    scheduler: Any = None,
+) -> dict[str, RunRecord]:
+    """The classic classification loop of the PyTorch examples, watched; one record, "model"."""
+    with gradscope.watch(model, optimizer=optimizer) as run:
+        for x, y in batches:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            run.log(loss=loss.item())
+    return {"model": run.record}
 
 
 @dataclass(frozen=True)

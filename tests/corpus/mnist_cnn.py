@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gradscope
-
-from .cases import Case
+from .cases import Case, train_classifier
 from .data import class_images
 
 
@@ -41,15 +39,8 @@ class Net(nn.Module):
 def _train(model: Net) -> dict:
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.7)
-    with gradscope.watch(model, optimizer=optimizer) as run:
-        for x, y in class_images(30, batch=32, channels=1, size=12, classes=10):
-            optimizer.zero_grad()
-            loss = F.nll_loss(model(x), y)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            run.log(loss=loss.item())
-    return {"model": run.record}
+    batches = class_images(30, batch=32, channels=1, size=12, classes=10)
+    return train_classifier(model, optimizer, batches, loss_fn=F.nll_loss, scheduler=scheduler)
 
 
 def healthy():

@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gradscope
-
-from .cases import Case
+from .cases import Case, train_classifier
 from .data import class_images
 
 
@@ -55,14 +53,7 @@ def _train(batch: int) -> dict:
     torch.manual_seed(0)
     model = ResNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    with gradscope.watch(model, optimizer=optimizer) as run:
-        for x, y in class_images(25, batch=batch, channels=3, size=8, classes=4):
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            run.log(loss=loss.item())
-    return {"model": run.record}
+    return train_classifier(model, optimizer, class_images(25, batch=batch, channels=3, size=8, classes=4))
 
 
 CASES = [
