@@ -42,7 +42,6 @@ class Fold(Enum):
     SUM = "sum"
     SUM_OF_SQUARES = "sum of squares"  # the value is a norm: its square adds up (kept squared)
     MAX = "max"
-    MIN = "min"
     FIRST = "first"  # the same value wherever it is read: one is kept
     AGREED = "agreed"  # the same value everywhere, or undefined (a host counter: -1 / None)
 
@@ -53,8 +52,6 @@ class Fold(Enum):
         """Fold one more (prepared) value into what was folded so far."""
         if self is Fold.MAX:
             return max(folded, value)
-        if self is Fold.MIN:
-            return min(folded, value)
         if self is Fold.FIRST:
             return folded
         if self is Fold.AGREED:
@@ -65,8 +62,6 @@ class Fold(Enum):
         """Fold prepared values along dim 0 (one row per rank), column by column."""
         if self is Fold.MAX:
             return rows.max(0).values
-        if self is Fold.MIN:
-            return rows.min(0).values
         if self is Fold.FIRST:
             return rows[0]
         if self is Fold.AGREED:
@@ -126,8 +121,7 @@ KINDS: tuple[MeasuredKind, ...] = (
     MeasuredKind("update_norm", Scope.PARAMETER, Fold.SUM_OF_SQUARES, f"L2 norm of the weight change {_SAMPLED}"),
     MeasuredKind("grad_l1", Scope.PARAMETER, Fold.SUM, f"sum of |gradient| {_SAMPLED}"),
     MeasuredKind("grad_nonzero", Scope.PARAMETER, Fold.SUM, f"nonzero gradient entries {_SAMPLED}"),
-    MeasuredKind("grad_high", Scope.PARAMETER, Fold.MAX, "largest gradient entry"),
-    MeasuredKind("grad_low", Scope.PARAMETER, Fold.MIN, "smallest gradient entry"),
+    MeasuredKind("grad_absmax", Scope.PARAMETER, Fold.MAX, "largest absolute gradient entry"),
     MeasuredKind("loss_scale", Scope.STEP, Fold.FIRST, "GradScaler's loss scale of the step"),
     MeasuredKind("rank_grad_norm", Scope.RANK, Fold.SUM_OF_SQUARES, "this rank's gradient norm before DDP averaged it"),
 )
@@ -246,7 +240,8 @@ def per_unit_sum(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
 
 
 def per_unit_peak(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
-    """|max| + |min| per unit: 0 exactly when every entry of the unit is 0."""
+    """hypot(max, min) per unit: 0 exactly when every entry of the unit is 0 (one op where
+    |max| + |min| takes three: on a GPU each op is a kernel launch per layer and call)."""
     flat = _units_2d(t, unit_dim)
     if flat is not None:
         high, low = flat.amax(0), flat.amin(0)
@@ -256,7 +251,7 @@ def per_unit_peak(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
     else:
         dims = [d for d in range(t.dim()) if d != unit_dim]
         high, low = t.amax(dims), t.amin(dims)
-    return high.float().abs_() + low.float().abs_()
+    return torch.hypot(high.float(), low.float())  # overflow-safe, and nonzero for subnormals
 
 
 # Staged activation samples are reduced once this many entries wait (1 MiB of float32), so the
@@ -444,17 +439,7 @@ class StepAccumulator:
             ("grad_nonzero", _nonzero_counts(samples)),
         ):
             self.queue_each(kind, names, values)
-        highs, lows = [], []
-        for g in grads:
-            # one pass with no temporary, unlike abs().max(); on a CPU much faster than the inf-norm
-            if g.numel():
-                low, high = torch.aminmax(g)
-            else:  # an empty FSDP shard on this rank: the neutral elements of MIN and MAX
-                low, high = g.new_full((), math.inf, dtype=_F32), g.new_full((), -math.inf, dtype=_F32)
-            highs.append(high)
-            lows.append(low)
-        self.queue_each("grad_high", names, highs)
-        self.queue_each("grad_low", names, lows)
+        self.queue_vector("grad_absmax", names, _abs_maxima(grads))
         self.grads_for_nonfinite = dict(zip(names, grads))
 
     def add_local_gradient_norm(self, norms: list[torch.Tensor]) -> None:
@@ -752,7 +737,7 @@ class StepValues:
             "grad_norm": math.sqrt(grad_sq),
             "grad_rms": math.sqrt(grad_sq / numel) if numel else None,
             "grad_mean_abs": sum(f["grad_l1"][n] * scale[n] for n in names) / numel if numel else None,
-            "grad_max": max(max(f["grad_high"][n], -f["grad_low"][n]) for n in names),
+            "grad_max": max(f["grad_absmax"][n] for n in names),
             "grad_nonfinite": sum(self.nonfinite.get(n, 0.0) for n in names),
             "grad_zero_frac": 1.0 - sum(f["grad_nonzero"][n] * scale[n] for n in names) / numel if numel else None,
             "weight_norm": math.sqrt(weight_sq),
@@ -784,14 +769,45 @@ def _by_size(tensors: list[torch.Tensor], small: Callable[[list[torch.Tensor]], 
     return results  # type: ignore[return-value]
 
 
-def _abs_sums(samples: list[torch.Tensor]) -> list[torch.Tensor]:
+def _abs_sums(samples: list[torch.Tensor], fused: Optional[bool] = None) -> list[torch.Tensor]:
     """sum |x| of each tensor, as float32."""
+    if _fused(samples, fused):
+        return list(torch._foreach_norm(samples, 1, dtype=_F32))
     return _by_size(samples, lambda ts: torch._foreach_norm(ts, 1, dtype=_F32), lambda t: t.abs().sum(dtype=_F32))
 
 
-def _nonzero_counts(samples: list[torch.Tensor]) -> list[torch.Tensor]:
+def _nonzero_counts(samples: list[torch.Tensor], fused: Optional[bool] = None) -> list[torch.Tensor]:
     """Number of nonzero entries of each tensor (float32 for small ones, int64 for large: both stack)."""
+    if _fused(samples, fused):
+        return list(torch._foreach_norm(samples, 0, dtype=_F32))
     return _by_size(samples, lambda ts: torch._foreach_norm(ts, 0, dtype=_F32), torch.count_nonzero)
+
+
+def _abs_maxima(grads: list[torch.Tensor], fused: Optional[bool] = None) -> torch.Tensor:
+    """max |g| of each tensor, as one float32 vector; 0 for an empty one (an empty FSDP shard on
+    this rank: the neutral element of MAX over absolute values)."""
+    full = [g for g in grads if g.numel()]
+    zero = torch.zeros((), dtype=_F32, device=grads[0].device)
+    if not full:
+        return torch.stack([zero] * len(grads))
+    if _fused(full, fused):
+        maxima = torch.stack(torch._foreach_norm(full, math.inf, dtype=_F32))
+    else:
+        # aminmax: one pass with no temporary (unlike abs().max()), and on a CPU much faster than
+        # the inf-norm; the extremes of all tensors are then compared in a few ops, not two a tensor.
+        extremes = [torch.aminmax(g) for g in full]
+        lows, highs = torch.stack([e.min for e in extremes]), torch.stack([e.max for e in extremes])
+        maxima = torch.maximum(highs.float(), lows.float().neg_())
+    if len(full) == len(grads):
+        return maxima
+    found = iter(maxima.unbind())
+    return torch.stack([next(found) if g.numel() else zero for g in grads])
+
+
+def _fused(tensors: list[torch.Tensor], fused: Optional[bool]) -> bool:
+    """Multi-tensor (one-kernel) reductions on an accelerator, where each op is a kernel launch;
+    on a CPU the per-tensor ops where they are faster (`fused`: force either, for tests)."""
+    return fused if fused is not None else tensors[0].device.type != "cpu"
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:

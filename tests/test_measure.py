@@ -20,6 +20,10 @@ from gradscope.measure import (
     LayerCounters,
     Scope,
     StepAccumulator,
+    _abs_maxima,
+    _abs_sums,
+    _nonzero_counts,
+    per_unit_peak,
     sample,
 )
 from gradscope.model_tree import saturation_counter
@@ -56,13 +60,12 @@ def test_a_window_folds_each_kind_as_the_table_says() -> None:
     for value in (3.0, 4.0):
         accumulator.add_backprop("a", torch.full((1,), value))  # norms 3 and 4: squares add to 25
         accumulator.queue("act_sum", "a", torch.tensor(value))
-        accumulator.queue("grad_high", "p", torch.tensor(value))
-        accumulator.queue("grad_low", "p", torch.tensor(value))
+        accumulator.queue("grad_absmax", "p", torch.tensor(value))
         accumulator.queue("loss_scale", "", torch.tensor(value))
     folded = accumulator.measurements().to_host().folded
     assert folded["backprop_norm"]["a"] == 25.0
     assert folded["act_sum"]["a"] == 7.0
-    assert folded["grad_high"]["p"] == 4.0 and folded["grad_low"]["p"] == 3.0
+    assert folded["grad_absmax"]["p"] == 4.0
     assert folded["loss_scale"][""] == 3.0
 
 
@@ -75,8 +78,8 @@ def test_a_window_folds_each_kind_as_the_table_says() -> None:
         ("grad_norm", 4, (Fold.FIRST, 1.0)),  # replicated (DDP): every rank read the same values
         ("grad_norm", 1, (Fold.SUM_OF_SQUARES, 1.0)),  # FSDP2 shards
         ("grad_l1", 2, (Fold.SUM, 0.5)),  # HSDP: each shard held by two ranks
-        ("grad_high", 2, (Fold.MAX, 1.0)),
-        ("grad_low", 1, (Fold.MIN, 1.0)),
+        ("grad_absmax", 2, (Fold.MAX, 1.0)),
+        ("grad_absmax", 1, (Fold.MAX, 1.0)),  # FSDP2 shards: the largest entry of any shard
         ("loss_scale", 1, (Fold.FIRST, 1.0)),
     ],
 )
@@ -131,3 +134,35 @@ def test_sample_statistics_equal_numpy_on_the_sample_whatever_the_path(shape) ->
         assert stats["act_saturation"] == pytest.approx(np.mean(np.abs(part) > 0.99), abs=1e-9)
         assert stats["act_std"] == pytest.approx(part.std(), rel=1e-4)
         assert stats["act_mean"] == pytest.approx(out.double().mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["per-tensor (CPU)", "multi-tensor (accelerator)"])
+def test_gradient_reductions_equal_numpy_on_either_path(fused: bool) -> None:
+    """The accelerator path (one multi-tensor kernel each) and the CPU path (per-tensor ops) give
+    the same maxima, |g| sums and nonzero counts, here forced on a CPU; an empty FSDP shard reads 0."""
+    torch.manual_seed(0)
+    grads = [torch.randn(300, 200), torch.empty(0), torch.randn(7).relu_(), -torch.rand(50, 3) - 2.0, torch.zeros(4)]
+    grads.append(torch.randn(64, dtype=torch.bfloat16))
+    as_numpy = [g.double().numpy().ravel() for g in grads]
+    maxima = _abs_maxima(grads, fused=fused)
+    assert maxima.dtype == torch.float32 and maxima.shape == (len(grads),)
+    assert maxima.tolist() == pytest.approx([float(np.abs(a).max()) if a.size else 0.0 for a in as_numpy], rel=1e-6)
+    full = [g for g in grads if g.numel()]
+    full_numpy = [a for a in as_numpy if a.size]
+    sums = [float(v) for v in _abs_sums(full, fused=fused)]
+    assert sums == pytest.approx([float(np.abs(a).sum()) for a in full_numpy], rel=1e-5)
+    counts = [float(v) for v in _nonzero_counts(full, fused=fused)]
+    assert counts == [float(np.count_nonzero(a)) for a in full_numpy]
+
+
+def test_unit_peak_is_zero_exactly_for_silent_units() -> None:
+    """Dead units: a unit is silent exactly when its peak is 0, even for subnormal or huge entries."""
+    out = torch.zeros(6, 5)
+    out[2, 1] = 1e-44  # subnormal: |x|^2 underflows, hypot does not
+    out[0, 2], out[3, 2] = 3e38, -3e38  # |max| + |min| overflows, still nonzero
+    out[:, 3] = -1.0
+    peak = per_unit_peak(out, unit_dim=1)
+    assert (peak == 0).tolist() == [True, False, False, False, True]
+    channels = torch.zeros(2, 3, 4, 4)
+    channels[1, 2, 3, 0] = -2.0
+    assert (per_unit_peak(channels, unit_dim=1) == 0).tolist() == [True, True, False]
