@@ -188,19 +188,20 @@ class RankCombiner(Protocol):
 
 
 # Counting on a CPU (`count_nonzero`, comparisons, `abs`) costs 10-30x a fused sum or norm, so
-# counts and |g| sums of large tensors are taken on a sample: every k-th slice along the first
-# dimension, contiguous in memory. For an activation the slices are samples of the batch, which
-# vary little, so ACTIVATION_SAMPLE entries suffice; for a weight they are output units, whose
-# gradient scales differ, so PARAMETER_SAMPLE entries (more units) are taken. Tensors up to
-# twice the sample size are always counted in full. The statistics this affects say so in
-# statdefs and in every record's meta.notes.
+# counts and |g| sums of large tensors are taken on a sample of slices that are contiguous in
+# memory. For an activation the slices are every k-th row (the entries along the last dimension:
+# one token's features, one row of a feature map) across the whole output, so ACTIVATION_SAMPLE
+# entries suffice and the sample stays that small however short the batch; for a weight they are
+# every k-th output unit, whose gradient scales differ, so PARAMETER_SAMPLE entries (more units)
+# are taken. Tensors up to twice the sample size are always counted in full. The statistics this
+# affects say so in statdefs and in every record's meta.notes.
 ACTIVATION_SAMPLE = 1 << 12
 PARAMETER_SAMPLE = 1 << 15
 SAMPLING_NOTE = (
     f"act_std, act_sparsity and act_saturation of outputs with more than {2 * ACTIVATION_SAMPLE} entries, and "
     f"grad_mean_abs, grad_zero_frac and update_ratio of parameters with more than {2 * PARAMETER_SAMPLE} entries, "
-    f"are estimated on every k-th slice along the first dimension (batch samples, output units) of about "
-    f"{ACTIVATION_SAMPLE} and {PARAMETER_SAMPLE} entries; all other statistics are exact."
+    f"are estimated on every k-th row of the output (the entries along its last dimension) and every k-th output "
+    f"unit of the parameter, about {ACTIVATION_SAMPLE} and {PARAMETER_SAMPLE} entries; all other statistics are exact."
 )
 
 
@@ -217,6 +218,17 @@ def sample(t: torch.Tensor, size: int) -> torch.Tensor:
     """Every k-th slice along dim 0: a view whose slices are contiguous, so it reads fast."""
     k = sample_step(t.shape, size)
     return t if k == 1 else t[::k]
+
+
+def sample_rows(t: torch.Tensor, size: int) -> torch.Tensor:
+    """An activation's sample: every k-th row of `t` seen as (entries / last dim, last dim) when it
+    is contiguous (rows from every sample of the batch, so ~`size` entries even for a batch of a
+    few long sequences), else every k-th slice along dim 0; `t` itself when it is small."""
+    if t.dim() > 2 and t.numel() > 2 * size and t.is_contiguous():
+        rows = t.view(-1, t.shape[-1])
+        k = sample_step(tuple(rows.shape), size)
+        return t if k == 1 else rows[::k]
+    return sample(t, size)
 
 
 def _units_2d(t: torch.Tensor, unit_dim: int) -> Optional[torch.Tensor]:
@@ -334,7 +346,7 @@ class StepAccumulator:
         # second pass over a large output costs more than everything else here together. The
         # sample is copied now (a later in-place op may change the output) and reduced with the
         # same-sized samples of other layers in a few ops (`_reduce_samples`), not four per layer.
-        part = sample(out, ACTIVATION_SAMPLE)
+        part = sample_rows(out, ACTIVATION_SAMPLE)
         window.sampled += part.numel()
         if part is out:
             self.queue("act_sample_sum", name, total)
@@ -344,7 +356,8 @@ class StepAccumulator:
             self._reduce_rows([name], part.unsqueeze(0), [part is not out], count_saturated)
             return
         key = (part.numel(), part.dtype, part.device, count_saturated)
-        self.samples[key].append((name, part.reshape(-1).clone(), part is not out))
+        # one copy, contiguous, also of a strided sample (reshape would copy it once more)
+        self.samples[key].append((name, part.clone(memory_format=torch.contiguous_format).view(-1), part is not out))
         self._staged += part.numel()
         if self._staged >= _MAX_STAGED:
             self._reduce_samples()

@@ -24,7 +24,7 @@ from gradscope.measure import (
     _abs_sums,
     _nonzero_counts,
     per_unit_peak,
-    sample,
+    sample_rows,
 )
 from gradscope.model_tree import saturation_counter
 
@@ -116,8 +116,10 @@ def test_every_row_is_complete() -> None:
 
 @pytest.mark.parametrize(
     "shape",
-    [(3, 5), (64, 512), (2, 64, 512)],  # whole output, a staged sample, a sample reduced where it is
-    ids=["small", "staged", "large-sample"],
+    # whole output, a staged sample, every k-th token of a batch of sequences (a strided view, staged),
+    # a sample of wide rows reduced where it is
+    [(3, 5), (64, 512), (2, 64, 512), (2, 3, 20000)],
+    ids=["small", "staged", "token-rows", "large-sample"],
 )
 def test_sample_statistics_equal_numpy_on_the_sample_whatever_the_path(shape) -> None:
     torch.manual_seed(0)
@@ -128,7 +130,7 @@ def test_sample_statistics_equal_numpy_on_the_sample_whatever_the_path(shape) ->
         accumulator.add_activation(f"layer{i}", out, None, saturation_counter(tanh, "tanh"))
     values = accumulator.measurements().to_host()
     for i, out in enumerate(outputs):
-        part = sample(out, ACTIVATION_SAMPLE).double().numpy().ravel()
+        part = sample_rows(out, ACTIVATION_SAMPLE).double().numpy().ravel()
         stats = values.activation_stats(f"layer{i}")
         assert stats["act_sparsity"] == pytest.approx(np.mean(part == 0), abs=1e-9)
         assert stats["act_saturation"] == pytest.approx(np.mean(np.abs(part) > 0.99), abs=1e-9)
@@ -166,3 +168,17 @@ def test_unit_peak_is_zero_exactly_for_silent_units() -> None:
     channels = torch.zeros(2, 3, 4, 4)
     channels[1, 2, 3, 0] = -2.0
     assert (per_unit_peak(channels, unit_dim=1) == 0).tolist() == [True, True, False]
+
+
+def test_an_activation_sample_takes_rows_from_every_sample_of_the_batch() -> None:
+    """A batch of 2 sequences of 64 tokens: a sample along the batch alone would be one whole
+    sequence (8x too many entries, all from one sample); rows are taken from both."""
+    out = torch.arange(2 * 64 * 512, dtype=torch.float32).view(2, 64, 512)
+    part = sample_rows(out, ACTIVATION_SAMPLE)
+    assert part.numel() <= ACTIVATION_SAMPLE and part.shape[-1] == 512
+    sequences = {int(row[0]) // (64 * 512) for row in part}
+    assert sequences == {0, 1}
+    small = out[:, :4]  # 4096 entries: up to twice the sample size, all of it
+    assert sample_rows(small, ACTIVATION_SAMPLE) is small
+    transposed = out.transpose(1, 2)  # not contiguous: every k-th sample of the batch, as for any tensor
+    assert sample_rows(transposed, ACTIVATION_SAMPLE).shape == (1, 512, 64)

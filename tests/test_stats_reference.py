@@ -216,3 +216,24 @@ def test_sampled_statistics_of_large_tensors_are_close_to_exact():
     assert record.series("act_mean", "1")[0] == pytest.approx(h.mean().item(), rel=1e-4)
     assert record.series("act_std", "3")[0] == pytest.approx(t.std(unbiased=False).item(), rel=0.05)
     assert any("estimated" in note for note in record.meta.notes)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(4, 64, 256), (8, 16, 16, 16)],  # a few sequences of tokens (rows: tokens); feature maps (rows: lines)
+    ids=["tokens", "feature-maps"],
+)
+def test_sampled_activation_statistics_of_batches_of_long_samples_are_close_to_exact(shape) -> None:
+    """Outputs with few, long samples: the sample is every k-th row across all of them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Identity(), nn.ReLU(), nn.Tanh())
+    x = 3 * torch.randn(*shape, requires_grad=True)
+    with gradscope.watch(model) as run:
+        model(x).sum().backward()
+    relu = x.detach().relu()
+    tanh = relu.tanh()
+    record = run.record
+    assert record.series("act_sparsity", "1")[0] == pytest.approx((relu == 0).float().mean().item(), abs=0.02)
+    assert record.series("act_saturation", "2")[0] == pytest.approx((tanh.abs() > 0.99).float().mean().item(), abs=0.03)
+    assert record.series("act_std", "1")[0] == pytest.approx(relu.std().item(), rel=0.05)
+    assert record.series("act_mean", "2")[0] == pytest.approx(tanh.mean().item(), rel=1e-5)  # exact
