@@ -28,6 +28,11 @@ wait for the previous one's. (`benchmarks/gpu_check.sh` runs this with the CUDA 
 `--before DIR` loads the gradscope package of another checkout (`git archive REV gradscope | tar
 -x -C DIR`) under another name and adds its `every=1` as a variant: before and after, one run.
 
+Also counted, not timed (so the same on a busy machine): the aten ops, and on CUDA the kernel
+launches, that one recorded step adds, for every=1, the floor, the naive hooks and `--before`.
+On a GPU each launch costs the CPU a few microseconds whatever its size; on a CPU most of the
+ops are views, so read those counts as dispatches rather than as time.
+
 Each watcher is made once per model and attached for its blocks only, so its step counter (and
 so every=N) runs on across blocks. Peak memory added is measured on one extra step of each
 variant: the CUDA allocator's peak, or on a CPU the peak of the profiler's allocation timeline.
@@ -364,6 +369,25 @@ def peak_memory(bench: Bench, optimizer: torch.optim.Optimizer, variant: Variant
     return float(peak)
 
 
+def dispatches(bench: Bench, optimizer: torch.optim.Optimizer, variant: Variant, device: str) -> tuple[int, int]:
+    """(aten ops, kernel launches) of one training step: what a recorded step adds, counted rather
+    than timed, so it is the same on a busy machine. On a GPU each launch costs the CPU a few
+    microseconds whatever its size, which is what slows a loop of many small layers."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with attached(variant):
+        with torch.profiler.profile(activities=activities) as prof:
+            train_step(bench, optimizer, device)
+            if device == "cuda":
+                torch.cuda.synchronize()
+    names = [e.name for e in prof.events()]
+    return sum(n.startswith("aten::") for n in names), sum(n in _LAUNCHES for n in names)
+
+
+_LAUNCHES = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
+
+
 def measure(bench: Bench, rounds: int, steps: int, device: str, before: Any = None) -> dict[str, Any]:
     torch.manual_seed(0)
     bench.model.to(device)
@@ -391,9 +415,12 @@ def measure(bench: Bench, rounds: int, steps: int, device: str, before: Any = No
             result["budget interval"] = f"{options.get('last', '?')} (mean {options.get('mean', '?')})"
     plain_peak = peak_memory(bench, optimizer, runs[0], device)
     result["plain_peak_mb"] = plain_peak / 2**20
+    plain_ops, plain_launches = dispatches(bench, optimizer, runs[0], device)
     for variant in runs[1:]:
-        if variant.label in ("every=1", "floor", "naive"):
+        if variant.label in ("every=1", "floor", "naive", "before every=1"):
             result[f"{variant.label} memory"] = (peak_memory(bench, optimizer, variant, device) - plain_peak) / 2**20
+            ops, launches = dispatches(bench, optimizer, variant, device)
+            result[f"{variant.label} ops"] = (ops - plain_ops, launches - plain_launches)
     return result
 
 
@@ -414,10 +441,15 @@ def report(name: str, result: dict[str, Any]) -> str:
     ratios = "  ".join(f"{title} {result[key]:.3f}x" for key, title in COLUMNS if key in result)
     if "budget interval" in result:
         ratios += f"  (budget: every {result['budget interval']} steps)"
-    memory = "  ".join(f"{label} +{result[f'{label} memory']:.1f}" for label in ("every=1", "floor", "naive"))
+    labels = [label for label in ("before every=1", "every=1", "floor", "naive") if f"{label} memory" in result]
+    memory = "  ".join(f"{label} +{result[f'{label} memory']:.1f}" for label in labels)
+    ops = "  ".join(f"{label} +{result[f'{label} ops'][0]}" for label in labels)
+    launches = "  ".join(f"{label} +{result[f'{label} ops'][1]}" for label in labels)
     return (
         f"{name}\n    {ratios}\n    peak memory added, MiB: {memory}   "
-        f"(plain: step {result['plain_ms']:.1f} ms, peak {result['plain_peak_mb']:.0f} MiB, for scale)"
+        f"(plain: step {result['plain_ms']:.1f} ms, peak {result['plain_peak_mb']:.0f} MiB, for scale)\n"
+        f"    aten ops added per recorded step: {ops}"
+        + (f"\n    kernel launches added per recorded step: {launches}" if result["every=1 ops"][1] else "")
     )
 
 
