@@ -581,9 +581,15 @@ class Measurements:
         """The keys, and every measured value in one vector on the device (None when nothing was)."""
         keys = list(self.keys)
         chunks = list(self.chunks)
+        # Dead units are counted on the device (only the counts are copied), in one op for all
+        # layers of a width: on a GPU each op is a launch per layer otherwise.
+        by_width: dict[tuple, list[tuple[str, torch.Tensor]]] = defaultdict(list)
         for name, activity in self.unit_activity.items():
-            keys.append(("dead_units", name))  # counted on the device: only the count is copied
-            chunks.append((activity == 0).sum().reshape(1))
+            by_width[(activity.numel(), activity.dtype, activity.device)].append((name, activity))
+        for layers in by_width.values():
+            keys.extend(("dead_units", name) for name, _ in layers)
+            stacked = torch.stack([activity.reshape(-1) for _, activity in layers])
+            chunks.append(stacked.eq(0).sum(1, dtype=_F32))
         if not chunks:
             return keys, None
         if len({c.device for c in chunks}) > 1:  # a model split over devices
@@ -593,11 +599,15 @@ class Measurements:
     def _fold(self, keys: list[tuple[str, str]], numbers: list[float]) -> "StepValues":
         values = StepValues(layers=self.layers, params=self.params, params_with_grad=self.params_with_grad)
         folded = values.folded
+        # The usual folds inlined: a step folds thousands of values, and this is the training thread.
         for (kind, name), value in zip(keys, numbers):
             fold = _FOLD_OF.get(kind)
-            if fold is Fold.SUM:  # the usual case, inlined: a step folds thousands of values
+            if fold is Fold.SUM:
                 into = folded[kind]
                 into[name] = into.get(name, 0.0) + value
+            elif fold is Fold.SUM_OF_SQUARES:
+                into = folded[kind]
+                into[name] = into.get(name, 0.0) + value * value
             elif kind == "dead_units" or kind == _NONFINITE_COUNT:  # counted on the device
                 folded[kind][name] = value
             else:
