@@ -30,6 +30,7 @@ from ..capture import watch
 from ..capture.clock import check_budget
 from ..errors import ConfigError, GradscopeError, ModelFileError
 from ..network_runs import NetworkRun
+from ..network_split import network_note, split_networks
 from ..record import RunRecord
 from .batches import (
     BatchSource,
@@ -40,7 +41,6 @@ from .batches import (
     to_device,
 )
 from .modelfile import ModelFile, exception_summary, load_model_file, user_code, user_location
-from .networks import split_networks
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
@@ -211,6 +211,7 @@ def train_networks(
     split = split_networks(model, recipe.optimizer, recipe.optimizers, _module_level_modules(model_file))
     if split.note:
         notes.append(split.note)
+        recipe.unsplit = split.note
     names = [part.name for part in split.parts]
     if before_training is not None:
         before_training(names)
@@ -232,7 +233,7 @@ def train_networks(
         record.meta.options.update(options)
         record.meta.notes.extend(notes)
         if several:
-            record.meta.notes.append(_network_note(part.name, [p.name for p in split.parts]))
+            record.meta.notes.append(network_note(part.name, [p.name for p in split.parts], "make_optimizer"))
         results.append(NetworkRun(part.name, record))
     return results
 
@@ -241,14 +242,6 @@ def _module_level_modules(model_file: ModelFile) -> dict[str, nn.Module]:
     """The modules a model file keeps in module-level variables: where a network the model does not
     hold (a GAN's `netD = Discriminator()` next to `build_model()` returning the generator) is."""
     return {name: value for name, value in vars(model_file.namespace).items() if isinstance(value, nn.Module)}
-
-
-def _network_note(name: str, names: list[str]) -> str:
-    others = ", ".join(other for other in names if other != name)
-    return (
-        f"make_optimizer returned one optimizer per network: this is the record of {name}, watched with its own "
-        f"optimizer; {others} {'has' if len(names) == 2 else 'have'} a record of {'its' if len(names) == 2 else 'their'} own."
-    )
 
 
 @dataclass
@@ -262,6 +255,8 @@ class Recipe:
     clip: Optional[float] = None
     train_step: Optional[Callable[..., Any]] = None
     state: Optional[dict[str, Any]] = None  # train_step's 4th argument, kept across steps
+    # why several optimizers are watched as one (network_split's note), for train_step's errors
+    unsplit: Optional[str] = None
 
 
 def make_recipe(
@@ -419,7 +414,7 @@ def _user_step(
         by_name = {str(key): loss for key, loss in value.items()}
         losses = [_loss_value(by_name[name], model_file, step) for name in names]
     else:
-        losses = [_loss_value(value, model_file, step, names)] * len(runs)
+        losses = [_loss_value(value, model_file, step, names, recipe.unsplit)] * len(runs)
     if step == 0 and any(run.step == 0 for run in runs):
         raise ModelFileError(
             f"train_step in {model_file.name} returned without calling optimizer.step() at step 0, so no training "
@@ -429,8 +424,11 @@ def _user_step(
     return losses
 
 
-def _loss_value(value: Any, model_file: ModelFile, step: int, names: Optional[list[str]] = None) -> float:
-    """train_step's return value as a float: a one-element tensor or a number (NaN allowed)."""
+def _loss_value(
+    value: Any, model_file: ModelFile, step: int, names: Optional[list[str]] = None, unsplit: Optional[str] = None
+) -> float:
+    """train_step's return value as a float: a one-element tensor or a number (NaN allowed).
+    `unsplit`: why the optimizers are watched as one network, said when a dict of losses comes back."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and (value.is_floating_point() or value.is_complex()):
         return float(value.detach().float().item())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -442,6 +440,12 @@ def _loss_value(value: Any, model_file: ModelFile, step: int, names: Optional[li
         f", or a dict giving each network its own loss, keyed {', '.join(map(repr, names))}"
         if names is not None and len(names) > 1 else ""
     )
+    if isinstance(value, dict) and unsplit is not None:
+        raise ModelFileError(
+            f"train_step in {model_file.name} returned {shown} at step {step}: one loss per network, but gradscope "
+            f"watches the whole model as one network, because {unsplit[0].lower()}{unsplit[1:]} Until then, return one "
+            "loss (e.g. the sum of the networks' losses)."
+        )
     raise ModelFileError(
         f"train_step in {model_file.name} returned {shown} at step {step}; it must return the step's loss, a scalar "
         f"tensor or a float (e.g. `return loss` after `optimizer.step()`){several}, which gradscope logs as `loss`."

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from gradscope.analyze import AnalyzeConfig, analyze_file, analyze_networks
-from gradscope.analyze.networks import split_networks
 from gradscope.errors import ConfigError, ModelFileError
+from gradscope.network_split import split_networks
 
 STEPS = 4
 
@@ -187,6 +187,20 @@ def test_analyze_file_says_to_use_analyze_networks_before_training(gan_file):
 def test_a_dict_of_losses_must_name_every_network(gan_file):
     with pytest.raises(ModelFileError, match=r"returned a dict with keys 'G' at step 0.*keyed 'generator', 'discriminator'"):
         analyze_networks(gan_file(returns='{"G": loss_g}'), AnalyzeConfig(steps=2, batch_size=4))
+
+
+def test_a_dict_of_losses_from_optimizers_that_cannot_be_split_says_why(gan_file):
+    """The networks' own losses, but the optimizers share parameters: the error says why gradscope
+    watches one network, before the user wonders why their dict was refused."""
+    optimizers = (
+        "def make_optimizer(model):\n    return (torch.optim.SGD(model.parameters(), lr=0.01),\n"
+        "            torch.optim.SGD(model.discriminator.parameters(), lr=0.01))\n"
+        "OPTIMIZERS = lambda made: made\n"
+    )
+    with pytest.raises(ModelFileError, match=r"one loss per network, but gradscope watches the whole model as one "
+                                             r"network, because make_optimizer returned 2 optimizers.*share parameters"):
+        analyze_networks(gan_file(optimizers, returns='{"generator": loss_g, "discriminator": loss_d}'),
+                         AnalyzeConfig(steps=2, batch_size=4))
 
 
 def test_a_network_kept_in_a_module_level_variable_is_found_there(tmp_path):
