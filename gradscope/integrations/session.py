@@ -24,6 +24,7 @@ from ..diagnose import Diagnosis, diagnose
 from ..diagnose.engine import SKIPPED
 from ..diagnose.finding import SEVERITIES, severity_rank
 from ..errors import GradscopeError
+from ..network_runs import NetworkRun
 from ..record import RunRecord
 from ..summary import summary_scalars
 
@@ -127,8 +128,9 @@ class WatchSession:
                 self._raise_if_failing(diagnosis, record)
         return fresh
 
-    def finish(self, failed: bool = False, out: Any = None) -> Optional[RunRecord]:
-        """Detach (idempotent), then on the main process diagnose, print, and write path/html."""
+    def finish(self, failed: bool = False, out: Any = None, report: bool = True) -> Optional[RunRecord]:
+        """Detach (idempotent), then on the main process diagnose, write path, and (with `report`)
+        print and write html; without it the caller reports several networks' runs together."""
         watcher, self.watcher = self.watcher, None
         if watcher is None:
             return self.record
@@ -139,6 +141,8 @@ class WatchSession:
         self.diagnosis = diagnose(self.record)
         if self.path is not None and not _watch_streams_to_a_store():
             self.record.save(self.path)
+        if not report:
+            return self.record
         if self.html is not None:
             from ..report.html import write_html
 
@@ -150,6 +154,11 @@ class WatchSession:
             if self.fail_on is not None:
                 self._raise_if_failing(self.diagnosis, self.record)
         return self.record
+
+    def raise_if_failing(self) -> None:
+        """fail_on, checked on the finished run's diagnosis (after a report of several networks)."""
+        if self.fail_on is not None and self.diagnosis is not None and self.record is not None:
+            self._raise_if_failing(self.diagnosis, self.record)
 
     def _failing(self, diagnosis: Diagnosis) -> list[Any]:
         rank = severity_rank(self.fail_on)
@@ -189,16 +198,33 @@ class WatchedByGradscope:
     ) -> None:
         super().__init__()
         self.session = WatchSession(every, path, html, fail_on, watch_options)
+        self.configured = self.session  # the options as given; `session` is a network's in a fit of several
         self.log_summary = log_summary
+        # Several networks (one optimizer each): a session per network, by name; `session` is the first.
+        self.network_sessions: dict[str, WatchSession] = {}
 
     @property
     def record(self) -> Optional[RunRecord]:
-        """The RunRecord: the run so far while training goes on, complete once it ended."""
-        if self.session.watcher is not None:
-            return self.session.watcher.record
-        return self.session.record
+        """The RunRecord: the run so far while training goes on, complete once it ended (with
+        several networks, the first one's; `runs` holds them all)."""
+        return _current_record(self.session)
 
     @property
     def diagnosis(self) -> Optional[Diagnosis]:
         """The findings of the finished run (or of the run when fail_on stopped it)."""
         return self.session.diagnosis
+
+    @property
+    def runs(self) -> list[NetworkRun]:
+        """One NetworkRun (name, record, diagnosis) per watched network: "model" alone, or one per
+        optimizer when the fit trains several networks (a GAN's generator and discriminator)."""
+        sessions = self.network_sessions or {"model": self.session}
+        return [
+            NetworkRun(name, record, session.diagnosis)
+            for name, session in sessions.items()
+            if (record := _current_record(session)) is not None
+        ]
+
+
+def _current_record(session: WatchSession) -> Optional[RunRecord]:
+    return session.watcher.record if session.watcher is not None else session.record
