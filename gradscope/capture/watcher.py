@@ -3,9 +3,10 @@
 The Watcher only connects things: it registers the hooks (`hooks.py`: the wrapper that never
 raises into training, and torch's private calls), tells the step clock what happened
 (`clock.py`: where steps begin and end, which are recorded), hands tensors to the accumulator
-(`gradscope.stats`), and owns every handle, so `detach()` leaves the model as it was.
+(`gradscope.measure`), and owns every handle, so `detach()` leaves the model as it was.
 `meta.py` writes the record's header, module table and notes, into memory or, with `path=`,
-into a run store on disk (`gradscope.store`).
+into a run store on disk (`gradscope.store`); `pending.py` holds a GPU's recorded steps until
+their copy has landed.
 
 Several processes (DDP, FSDP2): see `gradscope.distributed`; every rank watches, one
 collective per recorded step combines the ranks, only rank 0 keeps the statistics.
@@ -16,16 +17,15 @@ from __future__ import annotations
 import os
 import warnings
 import weakref
-from collections import deque
 from time import perf_counter
-from typing import Any, Callable, Iterable, NamedTuple, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
 from ..distributed import combiner_for, is_sharded, process_rank
 from ..errors import GradscopeError
-from ..measure import SAMPLING_NOTE, HostBuffers, PendingValues, StepAccumulator
+from ..measure import SAMPLING_NOTE, StepAccumulator
 from ..model_tree import WatchedModule, is_weight_layer, select_modules, unwrap
 from ..record import RunRecord
 from . import meta
@@ -44,23 +44,12 @@ from .hooks import (
     register_step_hooks,
     unwrap_optimizer,
 )
+from .pending import PendingSteps
 from .probes import AsyncFlags, OutputProbe, UpdateProbe, current_gradients, functional_activation
 
 # The key of the model's functional output activation among `Watcher._functional` (keyed by the reading
 # layer's name otherwise): no module name contains a NUL.
 _OUTPUT = "\x00output"
-
-# Recorded steps whose copy may still be on its way; past this many the oldest is waited for.
-_MAX_PENDING = 8
-
-
-class _PendingStep(NamedTuple):
-    copy: PendingValues
-    entries: list[WatchedModule]  # the record entries as of the step (functional ones appear later)
-    step: int
-    skipped: bool
-    interval: Optional[int]  # budget=: the recording interval when the step was recorded
-
 
 class Watcher:
     """Records per-layer statistics of a model while the user's own loop trains it.
@@ -118,7 +107,7 @@ class Watcher:
         # budget=: the seconds of each step, end to end, and of gradscope's hooks in the timed ones
         self._timer = HookTimer() if budget is not None else None
         self._step_boundary = 0.0
-        self._recorded_steps = 0
+        self._recorded_steps = 0  # written at once (on a GPU they are written by `_pending`)
         self._errors = HookErrors(lambda: self._clock.step)
         self._compile_state = CompileState()
         self._forward_unseen = False  # steps ended without any forward hook having run
@@ -154,9 +143,8 @@ class Watcher:
         # is read or the watch detached. None: defer where waiting would stall the CPU (CUDA);
         # True runs the same path on a CPU (the tests do).
         self._defer_copies: Optional[bool] = None
-        self._pending: deque[_PendingStep] = deque()
-        self._host_buffers = HostBuffers()
-        self._write_pending_hook = self._hook("record-step", self._write_pending)
+        self._pending = PendingSteps()
+        self._write_pending_hook = self._hook("record-step", lambda wait: self._pending.write(self._record, wait))
         header = meta.run_meta(
             self.model, optimizer, every=every, **budget_option, include=include, exclude=exclude, activations=activations,
             gradients=gradients, update_ratio=self.update_ratio, scaler=self.scaler is not None, world_size=self._world,
@@ -239,7 +227,7 @@ class Watcher:
         """Number of recorded steps (every=N or budget= chose them) in the record so far: cheap to
         poll each step to learn whether one was added since the last look. On a GPU a step is
         added once its copy has landed, usually at the next step's end (see `landed_record`)."""
-        return self._recorded_steps
+        return self._recorded_steps + self._pending.written
 
     def landed_record(self) -> RunRecord:
         """The run as far as it has reached the host, without waiting for the GPU; `record` waits
@@ -351,7 +339,7 @@ class Watcher:
             if not names:
                 return
             silent = torch.stack([(activity[name] == 0).any() for name in names])
-            self._active_check = (names, AsyncFlags(silent, self._host_buffers))  # on a CPU readable at once
+            self._active_check = (names, AsyncFlags(silent, self._pending.buffers))  # on a CPU readable at once
         names, flags = self._active_check
         values = flags.read()
         if values is None:
@@ -551,9 +539,8 @@ class Watcher:
                 self._write_pending_hook.run(False)
                 entries = self._watched + self._functional_entries
                 interval = self._clock.interval if self.budget is not None else None
-                if self._defers(accumulator):
-                    copy = accumulator.flush_later(self._host_buffers)
-                    self._pending.append(_PendingStep(copy, entries, end.step, end.skipped, interval))
+                if PendingSteps.defers(accumulator, self._ranks is not None, self._defer_copies):
+                    self._pending.add(accumulator, entries, end.step, end.skipped, interval)
                 else:
                     values = accumulator.flush(self._ranks)
                     self._recorded_steps += 1
@@ -591,26 +578,6 @@ class Watcher:
             self._clock.agree_interval(self._ranks.agree_max(self._clock.interval))
         timer.active = self._clock.timing
 
-    def _defers(self, accumulator: StepAccumulator) -> bool:
-        """Queue this step's copy instead of waiting for it? Only for one process: combining ranks is
-        a collective, which waits anyway."""
-        if self._ranks is not None:
-            return False
-        if self._defer_copies is not None:
-            return self._defer_copies
-        first = accumulator.queued[:1] or [values for _, values in accumulator.queued_vectors[:1]]
-        return bool(first) and first[0].is_cuda
-
-    def _write_pending(self, wait: bool) -> None:
-        """Write the recorded steps whose copy has landed, in step order; with `wait`, all of them.
-        Past _MAX_PENDING steps the oldest is waited for."""
-        pending = self._pending
-        while pending and (wait or len(pending) >= _MAX_PENDING or pending[0].copy.ready()):
-            step = pending.popleft()  # first: a step whose writing fails is not tried again
-            values = step.copy.values(self._host_buffers)
-            meta.write_step(self._record, step.entries, step.step, values, step.skipped, step.interval)
-            self._recorded_steps += 1
-
     @property
     def _functional_entries(self) -> list[WatchedModule]:
         return [entry for entry, _ in self._functional.values()]
@@ -635,7 +602,7 @@ class Watcher:
         if self.optimizer is None:
             notes.append(meta.NO_OPTIMIZER_NOTE)
         if self._void_steps:
-            every_step = self._recorded_steps >= self._clock.step
+            every_step = self.recorded_steps >= self._clock.step
             notes.append(meta.void_steps_note(self._void_steps, self.scaler is not None, every_step))
         state = self._compile_state
         notes += meta.scale_out_notes(

@@ -2,7 +2,7 @@
 CPU path records.
 
 A watched step reduces on the device and queues its one device-to-host copy non-blocking into
-page-locked memory (`Watcher._write_pending`); nothing in the hot path reads a device value
+page-locked memory (`capture.pending.PendingSteps`); nothing in the hot path reads a device value
 (`.item()`, `.tolist()`, `bool(tensor)`, `nonzero`). Two checks of that, both needed:
 `torch.cuda.set_sync_debug_mode("error")` raises at the synchronising calls torch knows of, and
 a kernel that keeps the GPU busy for seconds before the checked steps shows that the CPU queued
@@ -151,7 +151,7 @@ def test_cuda_records_match_the_cpu_path():
             with gradscope.watch(model, opt) as run:
                 _train(model, opt, batches[:1])
                 if device == "cuda":  # deferred: written at a later step end or when read
-                    assert len(run._pending) == 1 and run._pending[0].copy._host.is_pinned()
+                    assert len(run._pending) == 1 and next(iter(run._pending)).copy._host.is_pinned()
                 _train(model, opt, batches[1:], plant_nonfinite_at=1)  # at step 2
             records[device] = run.record
     finally:

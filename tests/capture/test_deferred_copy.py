@@ -3,7 +3,7 @@ byte-identical to those of the immediate copy, whatever the loop does.
 
 On a GPU a recorded step's values are copied non-blocking into page-locked memory and written to
 the record at a later step end, when the record is read, or at detach (`PendingValues`,
-`Watcher._write_pending`). On a CPU the copy costs nothing to wait for, so a watch makes it at
+`capture.pending.PendingSteps`). On a CPU the copy costs nothing to wait for, so a watch makes it at
 once; `_defer_copies = True` forces the GPU's path here, so its bookkeeping (step order, void
 steps, eval calls, non-finite counts, a crash followed by detach) is tested on every machine.
 tests/capture/test_cuda_nosync.py checks on a GPU that the path does not stall the stream.
