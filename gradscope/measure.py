@@ -421,18 +421,28 @@ class StepAccumulator:
             return
         key = (part.numel(), part.dtype, part.device, count_saturated)
         staged = self.samples.get(key)
-        if staged is None:
-            # Room for every row _MAX_STAGED allows, so the group is one (rows, size) tensor, reduced
-            # with no stacking copy, and its buffer never moves while rows are staged in it.
-            size = part.numel()
-            rows = self.scratch.take(("stage", key), (_MAX_STAGED // size + 1, size), part.dtype, part.device)
-            staged = self.samples[key] = StagedSamples(rows)
+        if staged is None or len(staged.names) == len(staged.rows):
+            staged = self._stage_room(key, part, staged)
         staged.rows[len(staged.names)].view(part.shape).copy_(part)  # one copy, also of a strided sample
         staged.names.append(name)
         staged.sampled.append(part is not out)
         self._staged += part.numel()
         if self._staged >= _MAX_STAGED:
             self._reduce_samples()
+
+    def _stage_room(self, key: tuple, part: torch.Tensor, staged: Optional["StagedSamples"]) -> "StagedSamples":
+        """The group's rows in one (rows, size) tensor, reduced with no stacking copy: a reused buffer
+        with room for at least one more row (twice as many when full: the rows staged so far move
+        along; a buffer that grew stays that large for the next steps)."""
+        size, count = part.numel(), len(staged.names) if staged is not None else 0
+        capacity = min(max(8, 2 * count), _MAX_STAGED // size + 1)
+        rows = self.scratch.take(("stage", key), (capacity, size), part.dtype, part.device)
+        if staged is None:
+            staged = self.samples[key] = StagedSamples(rows)
+        elif rows.data_ptr() != staged.rows.data_ptr():
+            rows[:count].copy_(staged.rows[:count])
+        staged.rows = rows
+        return staged
 
     def _reduce_samples(self) -> None:
         """The staged activation samples, each group of same-sized ones stacked and reduced per row."""
