@@ -36,9 +36,6 @@ ops are views, so read those counts as dispatches rather than as time.
 Each watcher is made once per model and attached for its blocks only, so its step counter (and
 so every=N) runs on across blocks. Peak memory added is measured on one extra step of each
 variant: the CUDA allocator's peak, or on a CPU the peak of the profiler's allocation timeline.
-On a CPU a watch keeps the buffers of its recorded steps' temporaries from step to step
-(`gradscope.measure.Scratch`), made on the first recorded step after attach(): that step is the
-one measured, so the figure is also the memory the watch holds.
 """
 
 from __future__ import annotations

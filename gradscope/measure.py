@@ -27,7 +27,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
-from typing import Any, Callable, Hashable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
@@ -275,68 +275,6 @@ _MAX_STAGED = 1 << 18
 _STAGED_UP_TO = 4 * ACTIVATION_SAMPLE
 
 
-class Scratch:
-    """Buffers a watch reuses from step to step for a recorded step's temporaries: staged activation
-    samples, absolute values and signs reduced at once, the weights copied before the optimizer step.
-
-    On a CPU, allocating them anew every step costs more than the ops that fill them: with glibc,
-    a buffer of 128 KiB or more is mapped, page-faulted in and unmapped again each time (a GPT of
-    12 small blocks allocated 24 MiB of such temporaries a step). Each purpose has its own buffer,
-    so two temporaries alive at once never share memory; a buffer's contents are undefined when
-    taken. On an accelerator every call allocates, as before: the caching allocator already reuses
-    memory, and knows which stream last used it, which a buffer kept here would not.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple, torch.Tensor] = {}
-
-    def take(self, purpose: Hashable, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A contiguous tensor of `shape` for `purpose`; on a CPU a view of that purpose's buffer."""
-        if device.type != "cpu":
-            return torch.empty(shape, dtype=dtype, device=device)
-        numel = math.prod(shape)
-        key = (purpose, dtype)
-        buffer = self._buffers.get(key)
-        if buffer is None or buffer.numel() < numel:
-            buffer = torch.empty(numel, dtype=dtype)
-            self._buffers[key] = buffer
-        return buffer[:numel].view(shape)
-
-    def like(self, purpose: Hashable, tensor: torch.Tensor) -> torch.Tensor:
-        return self.take(purpose, tuple(tensor.shape), tensor.dtype, tensor.device)
-
-    def copies(self, purpose: str, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Contiguous copies of `tensors`, one after another in `purpose`'s buffer of each dtype."""
-        if not tensors or tensors[0].device.type != "cpu":
-            return [t.clone(memory_format=torch.contiguous_format) for t in tensors]
-        targets: list[Optional[torch.Tensor]] = [None] * len(tensors)
-        by_dtype: dict[torch.dtype, list[int]] = defaultdict(list)
-        for i, t in enumerate(tensors):
-            by_dtype[t.dtype].append(i)
-        for dtype, positions in by_dtype.items():
-            flat = self.take((purpose, dtype), (sum(tensors[i].numel() for i in positions),), dtype, tensors[0].device)
-            at = 0
-            for i in positions:
-                n = tensors[i].numel()
-                targets[i] = flat[at:at + n].view(tensors[i].shape)
-                at += n
-        copied = [t for t in targets if t is not None]
-        torch._foreach_copy_(copied, tensors)
-        return copied
-
-    def release(self) -> None:
-        self._buffers.clear()
-
-
-@dataclass
-class StagedSamples:
-    """Same-sized activation samples waiting to be reduced together: row i of `rows` is `names[i]`'s."""
-
-    rows: torch.Tensor  # (capacity, size); the first len(names) rows are staged
-    names: list[str] = field(default_factory=list)
-    sampled: list[bool] = field(default_factory=list)  # the row is part of the output, not all of it
-
-
 @dataclass
 class StepAccumulator:
     """Everything measured since the last recorded step, still on the device."""
@@ -352,15 +290,13 @@ class StepAccumulator:
     params: dict[str, ParamCounters] = field(default_factory=dict)
     params_with_grad: list[str] = field(default_factory=list)
     # activation samples copied in forward hooks, reduced in groups (see _reduce_samples), by
-    # (size, dtype, device, saturation counter)
-    samples: dict[tuple, "StagedSamples"] = field(default_factory=dict)
+    # (size, dtype, device, saturation counter): (layer, flat sample, only part of the output)
+    samples: dict[tuple, list[tuple[str, torch.Tensor, bool]]] = field(default_factory=lambda: defaultdict(list))
     _staged: int = 0  # entries in `samples`
     # tensors needed for the follow-up count of non-finite gradient entries (rare path)
     grads_for_nonfinite: dict[str, torch.Tensor] = field(default_factory=dict)
     # gradient norms at the end of the latest backward: queued with the gradients the optimizer reads
     preclip_norms: dict[str, torch.Tensor] = field(default_factory=dict)
-    # buffers for temporaries, shared by the accumulators of one watch (see Scratch)
-    scratch: Scratch = field(default_factory=Scratch)
 
     def queue(self, kind: str, name: str, value: torch.Tensor) -> None:
         """A 0-d device tensor measuring `kind` (a row of KINDS) of the layer or parameter `name`."""
@@ -420,35 +356,18 @@ class StepAccumulator:
             self._reduce_rows([name], part.unsqueeze(0), [part is not out], count_saturated)
             return
         key = (part.numel(), part.dtype, part.device, count_saturated)
-        staged = self.samples.get(key)
-        if staged is None or len(staged.names) == len(staged.rows):
-            staged = self._stage_room(key, part, staged)
-        staged.rows[len(staged.names)].view(part.shape).copy_(part)  # one copy, also of a strided sample
-        staged.names.append(name)
-        staged.sampled.append(part is not out)
+        # one copy, contiguous, also of a strided sample (reshape would copy it once more)
+        self.samples[key].append((name, part.clone(memory_format=torch.contiguous_format).view(-1), part is not out))
         self._staged += part.numel()
         if self._staged >= _MAX_STAGED:
             self._reduce_samples()
 
-    def _stage_room(self, key: tuple, part: torch.Tensor, staged: Optional["StagedSamples"]) -> "StagedSamples":
-        """The group's rows in one (rows, size) tensor, reduced with no stacking copy: a reused buffer
-        with room for at least one more row (twice as many when full: the rows staged so far move
-        along; a buffer that grew stays that large for the next steps)."""
-        size, count = part.numel(), len(staged.names) if staged is not None else 0
-        capacity = min(max(8, 2 * count), _MAX_STAGED // size + 1)
-        rows = self.scratch.take(("stage", key), (capacity, size), part.dtype, part.device)
-        if staged is None:
-            staged = self.samples[key] = StagedSamples(rows)
-        elif rows.data_ptr() != staged.rows.data_ptr():
-            rows[:count].copy_(staged.rows[:count])
-        staged.rows = rows
-        return staged
-
     def _reduce_samples(self) -> None:
         """The staged activation samples, each group of same-sized ones stacked and reduced per row."""
         for (_, _, _, count_saturated), staged in self.samples.items():
-            self._reduce_rows(staged.names, staged.rows[:len(staged.names)], staged.sampled, count_saturated)
-        self.samples = {}
+            rows = torch.stack([part for _, part, _ in staged])
+            self._reduce_rows([name for name, _, _ in staged], rows, [sampled for _, _, sampled in staged], count_saturated)
+        self.samples = defaultdict(list)
         self._staged = 0
 
     def _reduce_rows(
@@ -470,10 +389,9 @@ class StepAccumulator:
             self.queue_vector("act_sample_sum", [n for n, part in zip(names, sampled) if part], sums)
         self.queue_vector("act_norm", names, torch.linalg.vector_norm(rows, dim=dims, dtype=_F32))
         # |sign| summed: on a CPU several times faster than count_nonzero along a dimension
-        signs = torch.sign(rows, out=self.scratch.like("rows", rows))
-        self.queue_vector("act_nonzero", names, signs.abs_().sum(dims, dtype=_F32))
-        if count_saturated is not None:  # the same temporary: the sum above has read it (a CPU runs in order)
-            self.queue_vector("act_saturated", names, count_saturated(rows, out=self.scratch.like("rows", rows)))
+        self.queue_vector("act_nonzero", names, rows.sign().abs_().sum(dims, dtype=_F32))
+        if count_saturated is not None:
+            self.queue_vector("act_saturated", names, count_saturated(rows))
 
     def add_unit_activity(self, name: str, output: torch.Tensor, unit_dim: int, nonnegative: bool) -> None:
         """Between recorded steps only the dead-unit bookkeeping runs: a unit is dead only if it
@@ -530,7 +448,7 @@ class StepAccumulator:
         for kind, values in (
             ("grad_norm", torch._foreach_norm(grads, 2, dtype=_F32)),
             ("weight_norm", torch._foreach_norm([_dense(w.detach()) for w in weights], 2, dtype=_F32)),
-            ("grad_l1", _abs_sums(samples, scratch=self.scratch)),
+            ("grad_l1", _abs_sums(samples)),
             ("grad_nonzero", _nonzero_counts(samples)),
         ):
             self.queue_each(kind, names, values)
@@ -553,12 +471,7 @@ class StepAccumulator:
         per-unit activity, which later calls add into, copied): what a step that turns out to be
         no step (its gradients discarded, see capture.clock) rolls back to."""
 
-        if self.samples:
-            self._reduce_samples()  # staged rows live in the shared scratch: the copy must not point there
-
         def own(value: Any) -> Any:
-            if isinstance(value, Scratch):
-                return value  # shared by the watch's accumulators
             if isinstance(value, dict):
                 copied = copy.copy(value)  # a defaultdict keeps its factory
                 copied.update({key: own(item) for key, item in value.items()})
@@ -879,13 +792,11 @@ def _by_size(tensors: list[torch.Tensor], small: Callable[[list[torch.Tensor]], 
     return results  # type: ignore[return-value]
 
 
-def _abs_sums(samples: list[torch.Tensor], fused: Optional[bool] = None, scratch: Optional[Scratch] = None) -> list[torch.Tensor]:
-    """sum |x| of each tensor, as float32 (`scratch`: where the absolute values of a large one go)."""
+def _abs_sums(samples: list[torch.Tensor], fused: Optional[bool] = None) -> list[torch.Tensor]:
+    """sum |x| of each tensor, as float32."""
     if _fused(samples, fused):
         return list(torch._foreach_norm(samples, 1, dtype=_F32))
-    scratch = scratch or Scratch()
-    return _by_size(samples, lambda ts: torch._foreach_norm(ts, 1, dtype=_F32),
-                    lambda t: torch.abs(t, out=scratch.like("abs", t)).sum(dtype=_F32))
+    return _by_size(samples, lambda ts: torch._foreach_norm(ts, 1, dtype=_F32), lambda t: t.abs().sum(dtype=_F32))
 
 
 def _nonzero_counts(samples: list[torch.Tensor], fused: Optional[bool] = None) -> list[torch.Tensor]:

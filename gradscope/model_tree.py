@@ -98,11 +98,10 @@ def unit_layout(module: nn.Module) -> Optional[str]:
     return None
 
 
-def saturation_counter(module: nn.Module, kind: Optional[str]) -> Optional[Callable[..., torch.Tensor]]:
+def saturation_counter(module: nn.Module, kind: Optional[str]) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """A function counting, per row (dim 0) of a tensor, the entries in the flat region (see
-    statdefs.SATURATION_THRESHOLDS): `count(rows, out=None)`, `out` a tensor shaped like `rows`
-    for its one temporary. The same function for every module with the same region, so the
-    samples of several layers can be counted in one go.
+    statdefs.SATURATION_THRESHOLDS). The same function for every module with the same region,
+    so the samples of several layers can be counted in one go.
 
     Written with float ops (sign of a ReLU'd distance) rather than comparisons: on a CPU a
     boolean count is an order of magnitude slower than a vectorised float reduction.
@@ -119,16 +118,16 @@ def _count_rows(flags: torch.Tensor) -> torch.Tensor:
     return flags.sign_().flatten(1).sum(1, dtype=torch.float32)
 
 
-_SMOOTH_COUNTERS: dict[str, Callable[..., torch.Tensor]] = {
-    "sigmoid": lambda y, out=None: _count_rows(torch.sub(y, 0.5, out=out).abs_().sub_(0.49).relu_()),
-    "tanh": lambda y, out=None: _count_rows(torch.abs(y, out=out).sub_(0.99).relu_()),
-    "softsign": lambda y, out=None: _count_rows(torch.abs(y, out=out).sub_(0.9).relu_()),
+_SMOOTH_COUNTERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": lambda y: _count_rows((y - 0.5).abs_().sub_(0.49).relu_()),
+    "tanh": lambda y: _count_rows(y.abs().sub_(0.99).relu_()),
+    "softsign": lambda y: _count_rows(y.abs().sub_(0.9).relu_()),
 }
 
 
 @functools.lru_cache(maxsize=64)
-def _clamped_counter(low: float, high: float) -> Callable[..., torch.Tensor]:
-    return lambda y, out=None: y[0].numel() - _count_rows(torch.sub(y, low, out=out).mul_(high - y).abs_())
+def _clamped_counter(low: float, high: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda y: y[0].numel() - _count_rows((y - low).mul_(high - y).abs_())
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..distributed import local_tensor
-from ..measure import PARAMETER_SAMPLE, HostBuffers, Scratch, StepAccumulator, sample
+from ..measure import PARAMETER_SAMPLE, HostBuffers, StepAccumulator, sample
 from ..model_tree import WatchedModule, saturation_counter
 from ..statdefs import NONNEGATIVE, RELU_FAMILY
 
@@ -113,17 +113,15 @@ def current_gradients(
 
 
 class UpdateProbe:
-    """Δw of one optimizer step, measured on samples of the weights copied just before it (into
-    buffers of `scratch`, reused from step to step)."""
+    """Δw of one optimizer step, measured on samples of the weights copied just before it."""
 
-    def __init__(self, scratch: Optional[Scratch] = None) -> None:
-        self._scratch = scratch or Scratch()
+    def __init__(self) -> None:
         self._before: Optional[tuple[list[str], list[torch.Tensor], list[torch.Tensor]]] = None
 
     def before_step(self, named: list[tuple[str, torch.Tensor]], weights: list[torch.Tensor]) -> None:
         if named:
             samples = [sample(w.detach(), PARAMETER_SAMPLE) for w in weights]
-            self._before = ([n for n, _ in named], samples, self._scratch.copies("weights before", samples))
+            self._before = ([n for n, _ in named], samples, [s.clone() for s in samples])
 
     def after_step(self, acc: StepAccumulator) -> None:
         if self._before is not None:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..distributed import combiner_for, is_sharded, process_rank
 from ..errors import GradscopeError
-from ..measure import SAMPLING_NOTE, Scratch, StepAccumulator
+from ..measure import SAMPLING_NOTE, StepAccumulator
 from ..model_tree import WatchedModule, is_weight_layer, select_modules, unwrap
 from ..record import RunRecord
 from . import meta
@@ -125,14 +125,12 @@ class Watcher:
         self._unit_layout: dict[str, str] = {}  # the unit layout each output had on recorded steps
         self._step_handles: list[Any] = []  # tensor hooks on this step's outputs: gone with the step
         self._attached = False
-        # Temporaries of recorded steps reused from step to step (on a CPU; see measure.Scratch)
-        self._scratch = Scratch()
-        self._accumulator = StepAccumulator(scratch=self._scratch)
+        self._accumulator = StepAccumulator()
         self._window_start: Optional[StepAccumulator] = None  # the window as the last step left it
         self._void_steps = 0  # backward passes whose gradients were discarded without a step
         self._scaler_skips = ScalerSkips(self.scaler, optimizer) if self.scaler is not None else None
         self._local_norms: dict[int, torch.Tensor] = {}
-        self._update = UpdateProbe(self._scratch)
+        self._update = UpdateProbe()
         self._last_layout: Optional[str] = None
         # Activations called as functions in forward (F.relu, torch.tanh): seen in the input of the
         # Linear/Conv layer that reads them, one record entry each ("fc1→relu": after fc1).
@@ -186,8 +184,7 @@ class Watcher:
             self._attached = False
             self._clock.detach()
             self._update.clear()
-            self._accumulator = StepAccumulator(scratch=self._scratch)
-            self._scratch.release()  # until attached again
+            self._accumulator = StepAccumulator()
             self._window_start = None
             self._write_pending_hook.run(True)
             self._refresh_record()
@@ -533,13 +530,11 @@ class Watcher:
             scale = self._scaler_skips.used_scale() if self._scaler_skips is not None else None
             if end.void:  # never a step: forget what was measured since the last one
                 self._void_steps += 1
-                self._accumulator = (
-                    self._window_start.copy() if self._window_start else StepAccumulator(scratch=self._scratch)
-                )
+                self._accumulator = self._window_start.copy() if self._window_start else StepAccumulator()
             elif end.recorded:
                 if scale is not None:
                     self._accumulator.queue("loss_scale", "", scale)
-                accumulator, self._accumulator = self._accumulator, StepAccumulator(scratch=self._scratch)
+                accumulator, self._accumulator = self._accumulator, StepAccumulator()
                 self._window_start = None
                 self._write_pending_hook.run(False)
                 entries = self._watched + self._functional_entries
