@@ -808,23 +808,24 @@ def _nonzero_counts(samples: list[torch.Tensor], fused: Optional[bool] = None) -
 
 def _abs_maxima(grads: list[torch.Tensor], fused: Optional[bool] = None) -> torch.Tensor:
     """max |g| of each tensor, as one float32 vector; 0 for an empty one (an empty FSDP shard on
-    this rank: the neutral element of MAX over absolute values)."""
+    this rank: the neutral element of MAX over absolute values). Stacked with `_stack`: a model
+    may be split over devices."""
     full = [g for g in grads if g.numel()]
     zero = torch.zeros((), dtype=_F32, device=grads[0].device)
     if not full:
-        return torch.stack([zero] * len(grads))
+        return _stack([zero] * len(grads))
     if _fused(full, fused):
-        maxima = torch.stack(torch._foreach_norm(full, math.inf, dtype=_F32))
+        maxima = _stack(list(torch._foreach_norm(full, math.inf, dtype=_F32)))
     else:
         # aminmax: one pass with no temporary (unlike abs().max()), and on a CPU much faster than
         # the inf-norm; the extremes of all tensors are then compared in a few ops, not two a tensor.
         extremes = [torch.aminmax(g) for g in full]
-        lows, highs = torch.stack([e.min for e in extremes]), torch.stack([e.max for e in extremes])
+        lows, highs = _stack([e.min for e in extremes]), _stack([e.max for e in extremes])
         maxima = torch.maximum(highs.float(), lows.float().neg_())
     if len(full) == len(grads):
         return maxima
     found = iter(maxima.unbind())
-    return torch.stack([next(found) if g.numel() else zero for g in grads])
+    return _stack([next(found) if g.numel() else zero for g in grads])
 
 
 def _fused(tensors: list[torch.Tensor], fused: Optional[bool]) -> bool:
