@@ -6,7 +6,8 @@
 #    fp16 autocast with a GradScaler and torch.compile on CUDA (tests/capture/test_amp_compile.py);
 # 2. benchmarks/overhead.py --device cuda --quick: a GPT-2-small-sized model from a config (nothing
 #    downloaded), bf16 autocast; every=1/10/100, the copy waited for, floor and naive hooks, as
-#    ratios over the plain step, and the peak memory added.
+#    ratios over the plain step, the peak memory added, and the aten ops and kernel launches a
+#    recorded step adds.
 # Needs a python with a CUDA build of torch, pytest and gradscope's requirements (numpy, pyyaml,
 # click, tabulate, matplotlib); gradscope itself is imported from this checkout. PYTHON picks the
 # interpreter (default python3). Exit status: 0 when both parts passed.

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -346,6 +347,21 @@ def attached(variant: Variant) -> Iterator[None]:
         variant.detach()
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Hide what C++ writes to file descriptor 2 meanwhile: the profiler logs a line at each start
+    and stop ("USDT: ... profiler_start"), dozens a model. Python's own stderr is flushed first."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(bench: Bench, optimizer: torch.optim.Optimizer, variant: Variant, device: str) -> float:
     """Bytes allocated at the peak of one training step, over those allocated before it."""
     with attached(variant):
@@ -356,7 +372,9 @@ def peak_memory(bench: Bench, optimizer: torch.optim.Optimizer, variant: Variant
             train_step(bench, optimizer, device)
             torch.cuda.synchronize()
             return float(torch.cuda.max_memory_allocated() - before)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        with native_stderr_silenced(), torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+        ) as prof:
             train_step(bench, optimizer, device)
     # Each op's own allocations net of its own frees, and the frees no op claimed ("[memory]"),
     # in time order: the live bytes over the step, whose maximum is its peak.
@@ -376,7 +394,7 @@ def dispatches(bench: Bench, optimizer: torch.optim.Optimizer, variant: Variant,
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with attached(variant):
+    with attached(variant), native_stderr_silenced():
         with torch.profiler.profile(activities=activities) as prof:
             train_step(bench, optimizer, device)
             if device == "cuda":
