@@ -566,16 +566,8 @@ class Measurements:
         `non_blocking=True`, which returns at once (into pageable memory it would wait), and an
         event marks when it has landed. Elsewhere the copy is made now: it costs nothing to wait for."""
         keys, flat = self._flat()
-        host, event = None, None
-        if flat is not None:
-            on_gpu = flat.device.type == "cuda"
-            host = buffers.take(flat.numel(), flat.dtype, pinned=on_gpu)
-            host.copy_(flat, non_blocking=on_gpu)
-            if on_gpu:
-                event = torch.cuda.Event()
-                event.record(torch.cuda.current_stream(flat.device))  # the stream the copy was queued on
         host_side = replace(self, keys=[], chunks=[], unit_activity={})  # no device tensor is kept
-        return PendingValues(host_side, keys, host, event)
+        return PendingValues(host_side, keys, HostCopy(flat, buffers) if flat is not None else None)
 
     def _flat(self) -> tuple[list[tuple[str, str]], Optional[torch.Tensor]]:
         """The keys, and every measured value in one vector on the device (None when nothing was)."""
@@ -623,34 +615,62 @@ class Measurements:
 _NONFINITE_COUNT = "nonfinite_count"
 
 
-class PendingValues:
-    """A window's values on their way to the host: the copy is queued, maybe not landed yet.
+class HostCopy:
+    """A device vector on its way to host memory, without making the training thread wait: on a
+    GPU copied `non_blocking` into a page-locked buffer of `buffers` (into pageable memory the copy
+    would wait), with an event that marks when it has landed; elsewhere copied at once, which
+    costs nothing to wait for. The buffer goes back to `buffers` once the numbers are read."""
 
-    It holds the host counters, the keys, the host buffer and the event marking the copy's
-    end; no device tensor."""
+    def __init__(self, values: torch.Tensor, buffers: "HostBuffers") -> None:
+        on_gpu = values.device.type == "cuda"
+        self._buffers = buffers
+        self._host: Optional[torch.Tensor] = buffers.take(values.numel(), values.dtype, pinned=on_gpu)
+        self._host.copy_(values.reshape(-1), non_blocking=on_gpu)
+        self._event: Any = None
+        if on_gpu:
+            self._event = torch.cuda.Event()
+            self._event.record(torch.cuda.current_stream(values.device))  # the stream the copy was queued on
 
-    def __init__(
-        self, measured: Measurements, keys: list[tuple[str, str]], host: Optional[torch.Tensor], event: Any
-    ) -> None:
-        self._measured = measured
-        self._keys = keys
-        self._host = host
-        self._event = event  # a torch.cuda.Event, or None when the copy was made at once
+    @property
+    def pinned(self) -> bool:
+        return self._host is not None and self._host.is_pinned()
 
     def ready(self) -> bool:
         """Has the copy landed? (asks the device; never waits)"""
         return self._event is None or self._event.query()
 
-    def values(self, buffers: "HostBuffers") -> StepValues:
-        """The window's values; waits for the copy only if it has not landed (it has, usually, by the
-        next recorded step). The host buffer goes back to `buffers` for a later copy."""
+    def numbers(self) -> list[float]:
+        """The values, read once; waits for the copy only if it has not landed."""
+        if self._host is None:
+            raise RuntimeError("HostCopy.numbers() was already read")
         if self._event is not None:
             self._event.synchronize()
-        numbers = self._host.tolist() if self._host is not None else []
-        if self._host is not None:
-            buffers.give_back(self._host)
-            self._host = None
-        return self._measured._fold(self._keys, numbers)
+        numbers, host, self._host = self._host.tolist(), self._host, None
+        self._buffers.give_back(host)
+        return numbers
+
+
+class PendingValues:
+    """A window's values on their way to the host: the host counters, the keys and the copy
+    (maybe not landed yet); no device tensor."""
+
+    def __init__(self, measured: Measurements, keys: list[tuple[str, str]], copy: Optional[HostCopy]) -> None:
+        self._measured = measured
+        self._keys = keys
+        self._copy = copy  # None when nothing was measured
+
+    @property
+    def pinned(self) -> bool:
+        return self._copy is not None and self._copy.pinned
+
+    def ready(self) -> bool:
+        """Has the copy landed? (asks the device; never waits)"""
+        return self._copy is None or self._copy.ready()
+
+    def values(self) -> StepValues:
+        """The window's values; waits for the copy only if it has not landed (it has, usually, by
+        the next recorded step)."""
+        return self._measured._fold(self._keys, self._copy.numbers() if self._copy is not None else [])
 
 
 class HostBuffers:

@@ -74,6 +74,6 @@ class PendingSteps:
         queue = self._queue
         while queue and (wait or len(queue) >= MAX_PENDING or queue[0].copy.ready()):
             pending = queue.popleft()  # first: a step whose writing fails is not tried again
-            values = pending.copy.values(self.buffers)
+            values = pending.copy.values()
             meta.write_step(record, pending.entries, pending.step, values, pending.skipped, pending.interval)
             self.written += 1

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..distributed import local_tensor
-from ..measure import PARAMETER_SAMPLE, HostBuffers, StepAccumulator, sample
+from ..measure import PARAMETER_SAMPLE, HostBuffers, HostCopy, StepAccumulator, sample
 from ..model_tree import WatchedModule, saturation_counter
 from ..statdefs import NONNEGATIVE, RELU_FAMILY
 
@@ -136,24 +136,15 @@ class UpdateProbe:
 
 class AsyncFlags:
     """A few booleans computed on the device, read on the host without making the training thread
-    wait: on a GPU copied without blocking into a page-locked buffer of `buffers` (the one the
-    recorded steps' copies use), and read once an event says the copy has landed."""
+    wait (`HostCopy`, into a buffer of the one the recorded steps' copies use)."""
 
     def __init__(self, flags: torch.Tensor, buffers: HostBuffers) -> None:
-        on_gpu = flags.device.type == "cuda"
-        self._buffers = buffers
-        self._host: Optional[torch.Tensor] = buffers.take(flags.numel(), flags.dtype, pinned=on_gpu)
-        self._host.copy_(flags.reshape(-1), non_blocking=on_gpu)
-        self._event: Optional[torch.cuda.Event] = None
-        if on_gpu:
-            self._event = torch.cuda.Event()
-            self._event.record(torch.cuda.current_stream(flags.device))
+        self._copy: Optional[HostCopy] = HostCopy(flags, buffers)
 
     def read(self) -> Optional[list[bool]]:
         """The flags, or None while the copy is still under way (read once)."""
-        if self._host is None or (self._event is not None and not self._event.query()):
+        if self._copy is None or not self._copy.ready():
             return None
-        values = [bool(flag) for flag in self._host.tolist()]
-        self._buffers.give_back(self._host)
-        self._host = None
+        values = [bool(flag) for flag in self._copy.numbers()]
+        self._copy = None
         return values

@@ -124,7 +124,7 @@ def test_watched_cuda_steps_do_not_synchronise_the_stream(every, autocast):
             _train(model, opt, batches[2 + steps:], autocast)
         queued_while_busy = not busy.query()
         pending = len(run._pending)
-        pinned = all(step.copy._host.is_pinned() for step in run._pending)
+        pinned = all(step.copy.pinned for step in run._pending)
     recorded = list(range(0, 2 * steps, every))
     record = run.record
     # a synchronising call inside a hook raises there, and the hook wrapper counts it as a hook error
@@ -151,7 +151,7 @@ def test_cuda_records_match_the_cpu_path():
             with gradscope.watch(model, opt) as run:
                 _train(model, opt, batches[:1])
                 if device == "cuda":  # deferred: written at a later step end or when read
-                    assert len(run._pending) == 1 and next(iter(run._pending)).copy._host.is_pinned()
+                    assert len(run._pending) == 1 and next(iter(run._pending)).copy.pinned
                 _train(model, opt, batches[1:], plant_nonfinite_at=1)  # at step 2
             records[device] = run.record
     finally:

@@ -172,8 +172,8 @@ def test_pending_values_hold_no_device_tensor_and_reuse_the_host_buffer():
     pending = acc.flush_later(buffers)
     held = [v for v in vars(pending._measured).values() if isinstance(v, torch.Tensor)]
     assert not held and not pending._measured.chunks and not pending._measured.unit_activity
-    host = pending._host
-    values = pending.values(buffers)
+    host = pending._copy._host
+    values = pending.values()
     assert values.folded["grad_norm"]["w"] == pytest.approx(9.0)  # kept squared
     assert values.folded["act_sum"]["0"] == pytest.approx(out.sum().item(), rel=1e-6)
     assert buffers.take(host.numel(), host.dtype, pinned=False) is host
