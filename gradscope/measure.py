@@ -537,10 +537,9 @@ class StepAccumulator:
         if not bad or (ranks is None and not self.grads_for_nonfinite):
             return
         local = [self.grads_for_nonfinite.get(n) for n in bad]
-        counts = torch.stack(
-            [torch.count_nonzero(~torch.isfinite(g)) if g is not None else torch.zeros((), dtype=torch.int64)
-             for g in local]
-        ).to(torch.float64)
+        found = iter(count_nonfinite([g for g in local if g is not None]))
+        zero = torch.zeros((), dtype=torch.float64)  # a rank that holds no gradient of that parameter
+        counts = _stack([next(found) if g is not None else zero for g in local])
         host = ranks.count_nonfinite(bad, counts) if ranks is not None else counts.tolist()
         for n, c in zip(bad, host):
             values.nonfinite[n] = float(c)
