@@ -51,6 +51,7 @@ from .probes import AsyncFlags, OutputProbe, UpdateProbe, current_gradients, fun
 # layer's name otherwise): no module name contains a NUL.
 _OUTPUT = "\x00output"
 
+
 class Watcher:
     """Records per-layer statistics of a model while the user's own loop trains it.
 
@@ -528,6 +529,8 @@ class Watcher:
             self._note_unseen_forward()  # the first step may have run its forward before attach()
         try:
             scale = self._scaler_skips.used_scale() if self._scaler_skips is not None else None
+            if self._pending:  # earlier recorded steps whose copy has landed reach the record, in order
+                self._write_pending_hook.run(False)
             if end.void:  # never a step: forget what was measured since the last one
                 self._void_steps += 1
                 self._accumulator = self._window_start.copy() if self._window_start else StepAccumulator()
@@ -536,7 +539,6 @@ class Watcher:
                     self._accumulator.queue("loss_scale", "", scale)
                 accumulator, self._accumulator = self._accumulator, StepAccumulator()
                 self._window_start = None
-                self._write_pending_hook.run(False)
                 entries = self._watched + self._functional_entries
                 interval = self._clock.interval if self.budget is not None else None
                 if PendingSteps.defers(accumulator, self._ranks is not None, self._defer_copies):
@@ -547,8 +549,6 @@ class Watcher:
                     if self._keeps_statistics:
                         meta.write_step(self._record, entries, end.step, values, end.skipped, interval)
             else:
-                if self._pending:
-                    self._write_pending_hook.run(False)
                 # A void step is noticed only while recorded steps' hooks are on: it may roll back to here.
                 if self.optimizer is not None and self._clock.recording:
                     self._window_start = self._accumulator.copy()
