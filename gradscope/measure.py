@@ -830,9 +830,8 @@ def _abs_maxima(grads: list[torch.Tensor], fused: Optional[bool] = None) -> torc
     this rank: the neutral element of MAX over absolute values). Stacked with `_stack`: a model
     may be split over devices."""
     full = [g for g in grads if g.numel()]
-    zero = torch.zeros((), dtype=_F32, device=grads[0].device)
     if not full:
-        return _stack([zero] * len(grads))
+        return torch.zeros(len(grads), dtype=_F32, device=grads[0].device)
     if _fused(full, fused):
         maxima = _stack(list(torch._foreach_norm(full, math.inf, dtype=_F32)))
     else:
@@ -843,6 +842,7 @@ def _abs_maxima(grads: list[torch.Tensor], fused: Optional[bool] = None) -> torc
         maxima = torch.maximum(highs.float(), lows.float().neg_())
     if len(full) == len(grads):
         return maxima
+    zero = torch.zeros((), dtype=_F32, device=maxima.device)  # only with empty shards: off the usual path
     found = iter(maxima.unbind())
     return _stack([next(found) if g.numel() else zero for g in grads])
 
