@@ -61,7 +61,8 @@ class GradscopeCallback(WatchedByGradscope, L.Callback):
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 overrides["process_group"] = torch.distributed.group.WORLD  # every rank trains this module
         scaler = getattr(trainer.precision_plugin, "scaler", None)
-        self.session, self.network_sessions = self.configured, {}  # a callback may see several fits
+        self.session, self.network_sessions = self.configured, {}  # a callback may see several fits:
+        self.session.notes = []  # what it noticed about an earlier fit is not this one's
         if len(optimizers) > 1:
             split = split_networks(pl_module, optimizers, optimizers, source="configure_optimizers")
             if split.note:

@@ -167,3 +167,17 @@ def test_fail_on_stops_the_fit_at_the_dead_discriminator_and_detaches_both_netwo
     assert all_hooks(module) == hooks_before  # the generator's watch too, though its run had no error
     runs = {run.name: run for run in callback.runs}
     assert len(runs["discriminator"].record.steps) < STEPS
+
+
+def test_a_second_fit_with_the_same_callback_starts_afresh(tmp_path):
+    """A callback reused for another fit: a one-optimizer module after the GAN whose optimizers
+    could not be split gets a record of its own, without the first fit's note."""
+    torch.manual_seed(0)
+    callback = GradscopeCallback(log_summary=False)
+    with pytest.warns(RuntimeWarning, match="share parameters"):
+        _fit(GAN(shared_optimizer=True), callback, tmp_path / "first")
+    torch.manual_seed(0)
+    _fit(GAN(), callback, tmp_path / "second")
+    assert [run.name for run in callback.runs] == ["generator", "discriminator"]
+    for run in callback.runs:
+        assert not any("could not be split" in n for n in run.record.meta.notes)
