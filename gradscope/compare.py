@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -19,7 +18,7 @@ from tabulate import tabulate
 
 from .decay import first_last_ratio
 from .diagnose import Diagnosis, Finding
-from .diagnose.coverage import LEGEND, Coverage, Gap, coverage, legend_lines
+from .diagnose.coverage import LEGEND, Coverage, Gap, coverage, legend_lines, legend_text
 from .number_format import compact, percent
 from .record import ModuleInfo, RunRecord
 
@@ -124,12 +123,8 @@ def render_comparison(comparison: Comparison) -> str:
         "",
         tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True),
     ]
-    if shown:
-        lines.append("Not measured, and why:")
-        width = max(len(label) for label, _ in legend_lines(shown)) + 2
-        for label, _ in legend_lines(shown):
-            lines += textwrap.wrap(LEGEND[label], 100, initial_indent=f"  {label:<{width}}",
-                                   subsequent_indent=" " * (width + 2), break_on_hyphens=False)
+    # each word's general meaning: the two runs' cells may be empty for different reasons
+    lines += legend_text([(label, LEGEND[label]) for label, _ in legend_lines(shown)])
     lines += [
         "",
         "Backprop signal at the first layer / at the last layer (1 = no decay): "

@@ -11,6 +11,7 @@ record and the rules' "not checked" notes all read them from here.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -293,6 +294,21 @@ def legend_lines(gaps: Iterable[Gap]) -> list[tuple[str, str]]:
         for label, meaning in LEGEND.items()
         if label in reasons
     ]
+
+
+def legend_text(entries: list[tuple[str, str]], width: int = 100) -> list[str]:
+    """The lines under a text table that say what each word in its empty cells means: "Not
+    measured, and why:" and one wrapped entry per (label, meaning) of `legend_lines`; none for none."""
+    if not entries:
+        return []
+    pad = max(len(label) for label, _ in entries) + 2
+    lines = ["Not measured, and why:"]
+    for label, meaning in entries:
+        lines += textwrap.wrap(
+            meaning, width=width, initial_indent=f"  {label:<{pad}}", subsequent_indent=" " * (pad + 2),
+            break_on_hyphens=False, break_long_words=False,
+        ) or [f"  {label}"]
+    return lines
 
 
 def how_to_record(stat: str) -> str:

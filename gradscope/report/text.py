@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from tabulate import tabulate
 
-from ..diagnose.coverage import Gap, coverage, legend_lines
+from ..diagnose.coverage import coverage, legend_lines, legend_text
 from ..diagnose.finding import SEVERITIES, SKIPPED, Diagnosis, Finding
 from ..diagnose.reading import SUMMARY_DESCRIPTION
 from ..network_runs import NetworkRun, network_names
@@ -100,23 +100,11 @@ def _table(record: RunRecord, diagnosis: Diagnosis, width: int) -> str:
             break
         name_width = max(_MIN_NAME, name_width - (widest - width))
     legend = f"Per-layer statistics in forward order, {SUMMARY_DESCRIPTION}; E/W: layer named in an error/warning"
-    lines = _wrap(legend, width, "") + table.splitlines() + _not_measured_legend(gaps, width)
+    lines = _wrap(legend, width, "") + table.splitlines() + legend_text(legend_lines(gaps), width)
     note = cover.activation_note()
     if note:
         lines += _wrap(note, width, "  ")
     return "\n".join(lines)
-
-
-def _not_measured_legend(gaps: list[Gap], width: int) -> list[str]:
-    """What each word in the table's empty cells means, for the words it shows."""
-    entries = legend_lines(gaps)
-    if not entries:
-        return []
-    pad = max(len(label) for label, _ in entries) + 2
-    lines = ["Not measured, and why:"]
-    for label, meaning in entries:
-        lines += _wrap(meaning, width, " " * (pad + 2), first=f"  {label:<{pad}}")
-    return lines
 
 
 def _findings(diagnosis: Diagnosis, width: int) -> str:
